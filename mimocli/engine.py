@@ -1,0 +1,353 @@
+"""Deblurrer: a MIMO-UNet on a device at a precision, applied to whole images of any size."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import DeviceError
+from .tiling import SCALES, TileGrid, pad_to_multiple, round_down
+
+ProgressFn = Callable[[int, int], None]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Peak activation memory measured on CPU in float32 (MIMO-UNet and MIMO-UNet+ alike, since the
+# widest tensors, the 224-channel fusion inputs at full resolution, do not depend on depth):
+# 3.2 KB per pixel at 1024x1024, 4.1 KB at 256x256. Half precision halves it.
+BYTES_PER_PIXEL_FP32 = 4096
+MIN_TILE = 64  # below this the overlap dominates and the network sees too little context
+DEFAULT_OVERLAP = 64  # pixels; 32 already agrees to 69 dB PSNR with the untiled output
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU. Raises DeviceError for one that is not available."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"unknown device {device!r}", "use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but is not available", "use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"{name} was requested but only {torch.cuda.device_count()} CUDA device(s) exist",
+                "use --device cuda:0",
+            )
+    elif dev.type == "mps":
+        if not _mps_available():
+            raise DeviceError("Apple MPS was requested but is not available", "use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise DeviceError(f"unsupported device {device!r}", "use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' is bf16 (or fp16 without bf16 support) on CUDA and fp32 on MPS and CPU.
+
+    fp32 is the default on MPS because half precision there is known to give black frames.
+    """
+    p = precision.strip().lower()
+    if p not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if p == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return _DTYPES[p]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the device can still give us (CPU: MemAvailable)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        mps = torch.mps
+        return int(mps.recommended_max_memory() - mps.driver_allocated_memory())
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def auto_tile(device: torch.device, dtype: torch.dtype, fraction: float = 0.5) -> int:
+    """The largest square tile side (multiple of 4) whose activations fit ``fraction`` of free memory."""
+    per_px = BYTES_PER_PIXEL_FP32 * (2 if dtype == torch.float32 else 1)
+    side = math.isqrt(int(free_memory(device) * fraction) // per_px)
+    return max(MIN_TILE, round_down(side))
+
+
+def is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
+    )
+
+
+# The eight symmetries of the square (4 rotations x optional flip), each with its inverse.
+def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def _dihedral_inverse(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, -k, dims=(-2, -1))
+
+
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+@dataclass
+class DeblurResult:
+    """The deblurred image in the input's layout and dtype, plus the coarser outputs by scale."""
+
+    image: np.ndarray
+    scales: dict[float, np.ndarray] = field(default_factory=dict)
+    tiles: int = 1
+    tile_size: int = 0
+    fp32_fallbacks: int = 0
+
+
+class Deblurrer:
+    """Run a MIMO-UNet on images of any size.
+
+    ``tile``: "auto" (fit the device's free memory), 0 (never tile) or a side in pixels.
+    ``ensemble``: average over the 8 flips/rotations (MIMO-UNet++), 8x the work.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        tile: int | str = "auto",
+        tile_overlap: int = DEFAULT_OVERLAP,
+        ensemble: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.model = model.eval().to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        if isinstance(tile, str):
+            if tile.strip().lower() != "auto":
+                raise ValueError(f"tile must be 'auto', 0 or a positive size, not {tile!r}")
+            self.tile: int | None = None
+        else:
+            if tile < 0:
+                raise ValueError(f"tile must be 'auto', 0 or a positive size, not {tile}")
+            self.tile = tile
+        if tile_overlap < 0:
+            raise ValueError(f"tile overlap must be >= 0, not {tile_overlap}")
+        self.tile_overlap = tile_overlap
+        self.ensemble = ensemble
+        self.fp32_fallbacks = 0
+
+    # -- tensors ------------------------------------------------------------------------------
+    @contextmanager
+    def _autocast(self, dtype: torch.dtype) -> Iterator[None]:
+        if dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=dtype):
+                yield
+
+    def _forward(self, x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        with self._autocast(dtype):
+            if not self.ensemble:
+                return [o.float() for o in self.model(x)]
+            acc: list[torch.Tensor] | None = None
+            for k, flip in DIHEDRAL:
+                outs = [_dihedral_inverse(o.float(), k, flip) for o in self.model(_dihedral(x, k, flip))]
+                acc = outs if acc is None else [a + o for a, o in zip(acc, outs, strict=True)]
+            assert acc is not None
+            return [a / len(DIHEDRAL) for a in acc]
+
+    def _infer(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (1,3,h,w) on the device, h,w multiples of 4 -> 3 float32 outputs, coarse to fine."""
+        outs = self._forward(x, self.dtype)
+        if self.dtype != torch.float32 and not all(bool(torch.isfinite(o).all()) for o in outs):
+            self.fp32_fallbacks += 1
+            warnings.warn(
+                f"{_name(self.dtype)} output had NaN/Inf values; redone in fp32",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            outs = self._forward(x, torch.float32)
+        return outs
+
+    def run_tensor(
+        self, x: torch.Tensor, on_progress: ProgressFn | None = None
+    ) -> tuple[list[torch.Tensor], int, int]:
+        """x: (1,3,H,W) float in [0,1] -> ([1/4, 1/2, full] float32 CPU tensors, unclamped,
+        cropped to ceil(H/s) x ceil(W/s)), number of tiles, tile side used (0: untiled).
+
+        Retries with tiles half the size when the device runs out of memory.
+        Raises DeviceError when even the smallest tile does not fit.
+        """
+        h, w = x.shape[-2:]
+        xp = pad_to_multiple(x.float())
+        hp, wp = xp.shape[-2:]
+        if self.tile is None:
+            tile = auto_tile(self.device, self.dtype)
+        else:
+            tile = self.tile or max(hp, wp)
+        while True:
+            try:
+                with torch.inference_mode():
+                    outs, n = self._run_tiles(xp, tile, on_progress)
+                break
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                _release(self.device)
+                smaller = round_down(min(tile, max(hp, wp)) // 2)
+                if smaller < MIN_TILE:
+                    raise DeviceError(
+                        f"out of memory on {self.device} even with {tile}px tiles",
+                        "free memory on the device, or use --device cpu",
+                    ) from e
+                warnings.warn(
+                    f"out of memory on {self.device} with {tile}px tiles; retrying with {smaller}px",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                tile = smaller
+        crops = [o[..., : -(-h // s), : -(-w // s)] for o, s in zip(outs, SCALES, strict=True)]
+        return crops, n, (0 if n == 1 else tile)
+
+    def _run_tiles(
+        self, xp: torch.Tensor, tile: int, on_progress: ProgressFn | None
+    ) -> tuple[list[torch.Tensor], int]:
+        hp, wp = xp.shape[-2:]
+        grid = TileGrid.plan(hp, wp, tile, self.tile_overlap)
+        total = len(grid)
+        if on_progress:
+            on_progress(0, total)
+        if total == 1:
+            outs = [o.cpu() for o in self._infer(xp.to(self.device))]
+            if on_progress:
+                on_progress(1, 1)
+            return outs, 1
+        acc = [torch.zeros(1, 3, hp // s, wp // s) for s in SCALES]
+        weight = [torch.zeros(1, 1, hp // s, wp // s) for s in SCALES]
+        for i, t in enumerate(grid):
+            patch = xp[..., t.y : t.y + t.h, t.x : t.x + t.w].to(self.device)
+            for o, a, wsum, s in zip(self._infer(patch), acc, weight, SCALES, strict=True):
+                win = grid.window(t, s)
+                ys, xs = slice(t.y // s, (t.y + t.h) // s), slice(t.x // s, (t.x + t.w) // s)
+                a[..., ys, xs] += o.cpu() * win
+                wsum[..., ys, xs] += win
+            if on_progress:
+                on_progress(i + 1, total)
+        return [a / wsum for a, wsum in zip(acc, weight, strict=True)], total
+
+    # -- arrays -------------------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, on_progress: ProgressFn | None = None) -> DeblurResult:
+        """image: (H,W), (H,W,1..4) uint8/uint16/float in [0,1] -> DeblurResult in the same layout.
+
+        Grayscale goes through the network as three equal channels and comes back as one; an
+        alpha channel (2 or 4 channels) is passed through untouched. The coarse outputs come
+        back at 1/2 and 1/4 size with the alpha channel subsampled to match.
+        """
+        color, alpha = split_channels(image)
+        gray = color.shape[2] == 1
+        x = to_tensor(color)
+        if gray:
+            x = x.expand(-1, 3, -1, -1)
+        fallbacks = self.fp32_fallbacks
+        outs, tiles, tile_size = self.run_tensor(x, on_progress)
+        arrays: list[np.ndarray] = []
+        for o, s in zip(outs, SCALES, strict=True):
+            if gray:
+                o = o.mean(dim=1, keepdim=True)
+            arr = from_tensor(o, image.dtype)
+            a = None if alpha is None else alpha[::s, ::s]
+            arrays.append(join_channels(arr, a, image.ndim == 2))
+        return DeblurResult(
+            image=arrays[2],
+            scales={0.5: arrays[1], 0.25: arrays[0]},
+            tiles=tiles,
+            tile_size=tile_size,
+            fp32_fallbacks=self.fp32_fallbacks - fallbacks,
+        )
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def split_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H,W[,C]) -> colour (H,W,1 or 3) and alpha (H,W) or None. Raises ValueError on other shapes."""
+    if image.ndim == 2:
+        return image[:, :, None], None
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an (H,W) or (H,W,1..4) image, got shape {image.shape}")
+    c = image.shape[2]
+    if c in (2, 4):
+        return image[:, :, : c - 1], image[:, :, c - 1]
+    return image, None
+
+
+def join_channels(color: np.ndarray, alpha: np.ndarray | None, squeeze: bool) -> np.ndarray:
+    if alpha is not None:
+        return np.concatenate([color, alpha[:, :, None]], axis=2)
+    return color[:, :, 0] if squeeze else color
+
+
+def _max_value(dtype: np.dtype) -> float:
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def to_tensor(color: np.ndarray) -> torch.Tensor:
+    """(H,W,C) uint8/uint16/float -> (1,C,H,W) float32 in [0,1]."""
+    scale = _max_value(color.dtype)
+    t = torch.from_numpy(np.ascontiguousarray(color)).float()
+    return (t / scale).permute(2, 0, 1).unsqueeze(0)
+
+
+def from_tensor(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(1,C,H,W) float -> (H,W,C) clamped to [0,1] and, for integer dtypes, rounded (not truncated)."""
+    arr = t.squeeze(0).permute(1, 2, 0).clamp(0, 1).numpy()
+    if np.issubdtype(dtype, np.integer):
+        return np.rint(arr * _max_value(dtype)).astype(dtype)
+    return arr.astype(dtype)

@@ -1,0 +1,284 @@
+"""Image files <-> numpy arrays, keeping bit depth, grayscale, alpha, EXIF and ICC profiles.
+
+Pixels come out as (H,W) grayscale or (H,W,C) with C in 2 (gray+alpha), 3 (RGB), 4 (RGBA),
+uint8 or uint16, upright (the EXIF orientation applied). Pillow reads and writes 8-bit files and
+all metadata; OpenCV handles 16-bit colour, which Pillow would reduce to 8 bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError, OutputError
+
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
+EXIF_ORIENTATION = 0x0112
+
+# Extension -> Pillow format. 16-bit colour is written by OpenCV, for PNG and TIFF only.
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+LOSSY_FORMATS = ("JPEG", "WEBP")
+
+
+@dataclass
+class ImageFile:
+    """Pixels plus what we carry from input to output."""
+
+    pixels: np.ndarray
+    format: str
+    exif: bytes | None = None  # raw EXIF, orientation reset to 1 since pixels are upright
+    icc: bytes | None = None
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in FORMATS
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
+    """Read ``path`` upright. Raises ImageError when it is missing, empty, not an image,
+    truncated or corrupt, or larger than ``max_pixels`` (a decompression bomb)."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder", "pass --recursive or a file")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: empty file")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with a message that names the flag
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(
+                    f"{p}: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,} "
+                    "(possible decompression bomb)",
+                    "raise --max-pixels if you trust this file",
+                )
+            fmt = im.format or "PNG"
+            exif = im.getexif()
+            orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+            raw_exif: bytes | None = None
+            if len(exif):
+                exif[EXIF_ORIENTATION] = 1
+                raw_exif = exif.tobytes()
+            icc = im.info.get("icc_profile") or None
+            if _is_16bit_color(p, im):
+                im.verify()  # Pillow checks chunk CRCs and truncation; OpenCV would print to stderr
+                pixels = _read_cv2(p)
+            else:
+                pixels = _pixels_from_pillow(im)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{p}: not an image, or a format we cannot read") from e
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
+        raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if pixels.size == 0:
+        raise ImageError(f"{p}: image has no pixels")
+    return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc)
+
+
+def _is_16bit_color(path: Path, im: Image.Image) -> bool:
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    if im.format == "PNG":
+        with open(path, "rb") as f:
+            header = f.read(26)
+        return len(header) == 26 and header[24] == 16  # IHDR bit depth
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258)  # type: ignore[attr-defined]  # BitsPerSample
+        return bool(bits) and 16 in (bits if isinstance(bits, tuple) else (bits,))
+    return False
+
+
+def _read_cv2(path: Path) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise OSError("OpenCV could not decode it")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    return arr
+
+
+def _pixels_from_pillow(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.uint16)
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ValueError("32-bit integer pixels are not supported")
+        return arr.astype(np.uint16)
+    if mode == "1":
+        im = im.convert("L")
+    elif mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, float...
+    return np.asarray(im).copy()
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn pixels stored with EXIF ``orientation`` (1..8) upright, as a viewer would show them."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a.swapaxes(0, 1), 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def format_for(path: Path) -> str:
+    """Raises OutputError for an extension we cannot write."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(
+            f"{path}: cannot write {path.suffix or 'files without an extension'}",
+            f"use one of {', '.join(sorted(FORMATS))}",
+        )
+    return fmt
+
+
+def encode_image(
+    pixels: np.ndarray,
+    fmt: str,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+    quality: int = 95,
+) -> bytes:
+    """Encode an array from ``read_image``'s layout. 16 bits stay 16 in PNG/TIFF, else become 8.
+
+    JPEG has no alpha channel: it is dropped there. Raises ValueError on other layouts.
+    """
+    arr = pixels
+    if arr.dtype == np.uint16 and fmt not in SIXTEEN_BIT_FORMATS:
+        arr = np.rint(arr / 257.0).astype(np.uint8)
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    if fmt == "JPEG" and arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr = arr[:, :, :-1]
+        if arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+    if arr.dtype == np.uint16 and (arr.ndim == 3 and arr.shape[2] != 1):
+        return _encode_cv2_16(arr, fmt, exif, icc)
+    if arr.dtype == np.uint16:  # 16-bit grayscale: Pillow's I;16
+        im = Image.fromarray(arr if arr.ndim == 2 else arr[:, :, 0])
+    else:
+        im = Image.fromarray(arr)
+    options: dict[str, object] = {}
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["exif"] = exif
+    if icc and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["icc_profile"] = icc
+    if fmt in LOSSY_FORMATS:
+        options["quality"] = quality
+    if fmt == "JPEG":
+        options["subsampling"] = 0 if quality >= 90 else 2  # keep colour detail at high quality
+    if fmt == "WEBP" and quality >= 100:
+        options["lossless"] = True
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def _encode_cv2_16(arr: np.ndarray, fmt: str, exif: bytes | None, icc: bytes | None) -> bytes:
+    code = cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", cv2.cvtColor(arr, code))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a 16-bit {fmt}")
+    data = buf.tobytes()
+    if fmt == "PNG":
+        data = _png_add_chunks(data, exif, icc)
+    return data
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_add_chunks(png: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+    ihdr_end = 8 + 8 + 13 + 4
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        extra += _png_chunk(b"eXIf", body)
+    return png[:ihdr_end] + extra + png[ihdr_end:]
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """Write through a hidden temporary file beside ``path``, renamed over it only on success.
+
+    An error or interrupt leaves nothing under ``path``. Raises OutputError when the folder
+    cannot be written.
+    """
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write to {folder} ({e.strerror})", "check the folder's permissions") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+    quality: int = 95,
+) -> Path:
+    """Encode ``pixels`` in the format of ``path``'s extension and write it atomically.
+
+    Raises OutputError for an unknown extension or an unwritable folder.
+    """
+    p = Path(path)
+    data = encode_image(pixels, format_for(p), exif, icc, quality)
+    with atomic_write(p) as f:
+        f.write(data)
+    return p
