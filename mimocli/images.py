@@ -255,6 +255,7 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
     except OSError as e:
         raise OutputError(f"{path}: cannot write to {folder} ({e.strerror})", "check the folder's permissions") from e
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should look like any file
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -264,6 +265,12 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_image(

@@ -1,0 +1,83 @@
+"""The `mimo` command line. The only package that imports typer and rich; nothing imports it."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import MimoError
+
+app = typer.Typer(
+    name="mimo",
+    help="Remove motion blur from photos with MIMO-UNet (Cho et al., ICCV 2021).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def report(error: MimoError | str, quiet: bool = False) -> None:
+    """One red line on stderr: the message, then the fix in brackets."""
+    if isinstance(error, MimoError):
+        text = error.message + (f" [dim]({error.hint})[/dim]" if error.hint else "")
+    else:
+        text = error
+    err.print(f"[bold red]Error:[/bold red] {text}", markup=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def fail_on_error() -> Iterator[None]:
+    """Turn a MimoError into one line on stderr and exit code 1."""
+    try:
+        yield
+    except MimoError as e:
+        report(e)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def warnings_to_stderr(quiet: bool) -> Iterator[None]:
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if not quiet:
+            err.print(f"[yellow]Warning:[/yellow] {message}", soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        saved, warnings.showwarning = warnings.showwarning, show
+        try:
+            yield
+        finally:
+            warnings.showwarning = saved
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mimo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Remove motion blur from photos with MIMO-UNet (Cho et al., ICCV 2021)."""
+
+
+from . import deblur, weights  # noqa: E402,F401  (registers the commands)
+
+
+def main() -> None:
+    try:
+        app()
+    except MimoError as e:  # a command that did not map its own errors
+        report(e)
+        sys.exit(1)

@@ -1,0 +1,165 @@
+"""`mimo deblur INPUT... [-o OUT]`: deblur photos, one bad file never stopping the rest."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..engine import PRECISIONS, Deblurrer
+from ..errors import ImageError, OutputError
+from ..images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
+from ..paths import Job, plan_jobs
+from ..registry import DEFAULT_VARIANT, get_variant
+from ..weights import load_model
+from . import app, err, fail_on_error, out, report, warnings_to_stderr
+from .weights import byte_progress
+
+
+def parse_tile(value: str) -> int | str:
+    v = value.strip().lower()
+    if v == "auto":
+        return "auto"
+    if v.isdigit():
+        return int(v)
+    raise typer.BadParameter(f"{value!r}: use auto, 0 (no tiling) or a size in pixels such as 512")
+
+
+def parse_precision(value: str) -> str:
+    if value.strip().lower() not in PRECISIONS:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(PRECISIONS)}")
+    return value.strip().lower()
+
+
+@app.command()
+def deblur(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
+    output: str | None = typer.Option(
+        None, "-o", "--output", help="Output folder, or a file name for a single input. Default: beside each input."
+    ),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (never an input)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output already exists."),
+    variant: str = typer.Option(DEFAULT_VARIANT, "--variant", "-m", help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", "-p", callback=parse_precision, help="auto (half on CUDA, fp32 elsewhere), fp32, bf16, fp16."),
+    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
+    tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
+    save_scales: bool = typer.Option(False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."),
+    quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0: no limit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON record per output on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars, summary or warnings."),
+) -> None:
+    """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
+    tile_value = parse_tile(tile)
+    if overwrite and skip_existing:
+        raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
+    try:
+        jobs = plan_jobs(inputs, output, recursive)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="-o") from None
+    with fail_on_error():
+        v = get_variant(variant)
+        for job in jobs:
+            format_for(job.output)  # an output name we cannot encode is a usage error for all
+    sources = {j.input.resolve() for j in jobs}
+
+    started = time.perf_counter()
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    deblurrer: Deblurrer | None = None
+    with warnings_to_stderr(quiet):
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=True, disable=quiet or not err.is_terminal,
+        )
+        with progress:
+            files_task = progress.add_task("files", total=len(jobs))
+            tiles_task = progress.add_task("tiles", total=None, visible=False)
+            for job in jobs:
+                progress.update(files_task, description=f"[bold]{job.input.name}")
+                try:
+                    status = _check(job, sources, overwrite, skip_existing)
+                    if status == "skip":
+                        counts["skipped"] += 1
+                        _emit(as_json, job, "skipped", None)
+                        continue
+                    image = read_image(job.input, max_pixels)
+                    if deblurrer is None:
+                        with fail_on_error():
+                            dl, update = byte_progress(quiet)
+                            with dl:
+                                model = load_model(v.name, "cpu", weights, cache_dir, update)
+                            deblurrer = Deblurrer(model, device, precision, tile_value, tile_overlap, ensemble or v.ensemble)
+
+                    def on_tiles(done: int, total: int) -> None:
+                        progress.update(tiles_task, completed=done, total=total, visible=total > 1)
+
+                    t0 = time.perf_counter()
+                    result = deblurrer(image.pixels, on_tiles)
+                    job.output.parent.mkdir(parents=True, exist_ok=True)
+                    write_image(job.output, result.image, image.exif, image.icc, quality)
+                    if save_scales:
+                        for s, path in job.scales.items():
+                            write_image(path, result.scales[s], image.exif, image.icc)
+                    counts["ok"] += 1
+                    h, w = result.image.shape[:2]
+                    _emit(as_json, job, "ok", {
+                        "width": w, "height": h, "tiles": result.tiles,
+                        "seconds": round(time.perf_counter() - t0, 3),
+                        "fp32_fallbacks": result.fp32_fallbacks,
+                    }, save_scales)
+                except (ImageError, OutputError) as e:
+                    counts["failed"] += 1
+                    report(e)
+                    _emit(as_json, job, "failed", {"error": str(e)})
+                except OSError as e:
+                    counts["failed"] += 1
+                    report(f"{job.output}: cannot write ({e.strerror or e})")
+                    _emit(as_json, job, "failed", {"error": str(e)})
+                finally:
+                    progress.update(files_task, advance=1)
+                    progress.update(tiles_task, visible=False)
+    if not quiet:
+        seconds = time.perf_counter() - started
+        extra = ", ".join(f"{n} {k}" for k, n in counts.items() if k != "ok" and n)
+        err.print(f"Deblurred {counts['ok']} of {len(jobs)} file(s) in {seconds:.1f} s" + (f" ({extra})" if extra else ""))
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool) -> str:
+    """'run' or 'skip'. Raises ImageError/OutputError for a job that must not run."""
+    if job.error:
+        raise ImageError(f"{job.input}: {job.error}")
+    targets = [job.output, *job.scales.values()]
+    for t in targets:
+        if t.resolve() in sources:
+            raise OutputError(f"{t}: is an input; refusing to write over it", "choose another -o")
+    if job.output.exists():
+        if skip_existing:
+            return "skip"
+        if not overwrite:
+            raise OutputError(f"{job.output}: already exists", "pass --overwrite to replace it or --skip-existing")
+    return "run"
+
+
+def _emit(as_json: bool, job: Job, status: str, info: dict[str, object] | None, scales: bool = False) -> None:
+    if status == "ok" and not as_json:
+        out.print(str(job.output))
+        return
+    if not as_json:
+        return
+    record: dict[str, object] = {"input": str(job.input), "output": str(job.output), "status": status}
+    if scales:
+        record["scales"] = {str(s): str(p) for s, p in job.scales.items()}
+    record.update(info or {})
+    out.print(json.dumps(record), markup=False, highlight=False)
+
+

@@ -1,0 +1,97 @@
+"""Which files a batch reads and where each result goes. Pure path logic, no I/O beyond listing."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .images import FORMATS
+
+SUFFIX = "_deblurred"
+SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and its outputs; ``error`` is set for an input that cannot even be tried."""
+
+    input: Path
+    output: Path
+    scales: dict[float, Path]
+    error: str | None = None
+
+
+def _is_ours(path: Path) -> bool:
+    # A folder processed twice must not deblur its own earlier results again.
+    stem = path.stem
+    return stem.endswith(SUFFIX) or any(stem.endswith(f"{SUFFIX}_{n}") for n in SCALE_NAMES.values())
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in FORMATS and not _is_ours(p)
+    )
+
+
+def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
+    """Each argument -> (file, the folder it was found in or None, error or None), in order,
+    without duplicates. Folders give their images; globs are expanded; a missing path is kept with
+    an error so that it is reported and the others still run."""
+    seen: set[Path] = set()
+    out: list[tuple[Path, Path | None, str | None]] = []
+
+    def add(p: Path, root: Path | None, error: str | None = None) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((p, root, error))
+
+    for arg in args:
+        p = Path(arg).expanduser()
+        if p.is_dir():
+            found = _images_in(p, recursive)
+            if not found:
+                add(p, None, "folder holds no images" + ("" if recursive else " (use --recursive for subfolders)"))
+            for f in found:
+                add(f, p, None)
+        elif p.exists():
+            add(p, None)
+        elif glob.has_magic(arg):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(arg), recursive=True))
+            files = [m for m in matches if m.is_file() and not _is_ours(m)]
+            if not files:
+                add(p, None, "no file matches this pattern")
+            for m in files:
+                add(m, None)
+        else:
+            add(p, None, "no such file")
+    return out
+
+
+def plan_jobs(args: list[str], output: str | None = None, recursive: bool = False) -> list[Job]:
+    """The jobs for a `mimo deblur` run. ``output``: None (beside each input), a folder, or a file
+    for a single input (recognised by an image extension). Raises ValueError when ``output`` is
+    a file name but several inputs were given."""
+    found = expand_inputs(args, recursive)
+    out_path = Path(output).expanduser() if output else None
+    single_file = (
+        out_path is not None and not out_path.is_dir() and out_path.suffix.lower() in FORMATS
+    )
+    if single_file and len(found) > 1:
+        raise ValueError(f"-o {output} is a file name, but {len(found)} inputs were given; pass a folder")
+    jobs = []
+    for src, root, error in found:
+        if single_file:
+            assert out_path is not None
+            dest = out_path
+        else:
+            folder = src.parent
+            if out_path is not None:
+                folder = out_path / src.parent.relative_to(root) if root is not None else out_path
+            dest = folder / f"{src.stem}{SUFFIX}{src.suffix}"
+        scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in SCALE_NAMES.items()}
+        jobs.append(Job(src, dest, scales, error))
+    return jobs

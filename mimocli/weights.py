@@ -1,0 +1,568 @@
+"""Weights: resolve -> download -> verify -> convert -> load. Never prints.
+
+Sources, in order: an explicit local file (safetensors, or the authors' torch pickle), an
+``hf://owner/repo/file[@revision]`` reference through huggingface-hub, then the registry's
+sources (the authors' Google Drive files). Foreign pickles are read with
+``torch.load(weights_only=True)`` only and converted once to safetensors in the cache, where
+their size and sha256 are recorded; every later load is checked against that record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .arch import MIMOUNet
+from .errors import DownloadError, IntegrityError, OfflineError, WeightsError
+from .registry import Variant, detect_variant, get_variant
+
+ByteProgress = Callable[[int, int | None], None]
+
+CACHE_ENV = "MIMO_CACHE_DIR"
+GDRIVE_ENV = "MIMO_GDRIVE_URL"  # the Drive download endpoint; tests point it at 127.0.0.1
+GDRIVE_URL = "https://drive.usercontent.google.com/download"
+PICKLE_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".bin")
+TIMEOUT_S = 30
+ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this many times
+CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# -- registry ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightsEntry:
+    key: str
+    description: str
+    architecture: str
+    sources: tuple[str, ...]
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    provenance: str = ""
+    license: str = ""
+
+
+def _registry_file() -> Path:
+    # Installed wheels carry the registry inside the package; a source checkout reads weights/.
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "weights_registry.json", here.parent / "weights" / "registry.json"):
+        if candidate.is_file():
+            return candidate
+    raise WeightsError("the weights registry is missing from this installation", "reinstall mimocli")
+
+
+def load_registry() -> dict[str, WeightsEntry]:
+    data = json.loads(_registry_file().read_text())
+    return {
+        key: WeightsEntry(
+            key=key,
+            description=e["description"],
+            architecture=e["architecture"],
+            sources=tuple(e["sources"]),
+            filename=e["filename"],
+            size=e.get("size"),
+            sha256=e.get("sha256"),
+            metrics=e.get("metrics", {}),
+            provenance=e.get("provenance", ""),
+            license=e.get("license", ""),
+        )
+        for key, e in data.items()
+    }
+
+
+def registry_entry(key: str) -> WeightsEntry:
+    entries = load_registry()
+    if key not in entries:
+        raise WeightsError(f"no pretrained weights are registered for {key!r}", f"known: {', '.join(entries)}")
+    return entries[key]
+
+
+# -- cache ------------------------------------------------------------------------------------
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """``override``, else $MIMO_CACHE_DIR, else <Hugging Face hub cache>/mimocli."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return _hf_cache() / "mimocli"
+
+
+def _hf_cache() -> Path:
+    # Read the environment now, not at import: huggingface_hub.constants freezes it at import.
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def cached_weights(key: str, cache: Path) -> Path:
+    return cache / f"{key}.safetensors"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_cached(path: Path) -> dict[str, Any]:
+    """Check ``path`` against the size and sha256 recorded when it was made.
+
+    Raises IntegrityError naming the file and the fix when they differ or the record is gone.
+    """
+    record_file = _record_path(path)
+    fix = f"delete {path} and fetch it again (mimo weights download --force), or pass --weights PATH"
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{path}: its integrity record {record_file.name} is missing or unreadable", fix) from e
+    size = path.stat().st_size
+    if size != record.get("size"):
+        raise IntegrityError(f"{path}: size {size:,} bytes, but {record.get('size'):,} were recorded", fix)
+    digest = sha256_file(path)
+    if digest != record.get("sha256"):
+        raise IntegrityError(f"{path}: sha256 {digest[:12]}… does not match the recorded {str(record.get('sha256'))[:12]}…", fix)
+    return dict(record)
+
+
+def _write_record(path: Path, **info: Any) -> None:
+    record = {"size": path.stat().st_size, "sha256": sha256_file(path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
+    _atomic_text(_record_path(path), json.dumps(record, indent=1) + "\n")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# -- reading state dicts ----------------------------------------------------------------------
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A MIMO-UNet state dict from safetensors or a torch pickle (zip or legacy format).
+
+    Pickles are read with ``weights_only=True`` and never otherwise; ``{'model': sd}`` wrappers
+    and ``module.`` prefixes are removed. Raises WeightsError when the file holds no state dict.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no such weights file", "check the path given to --weights")
+    if p.suffix == ".safetensors":
+        try:
+            sd = load_file(p)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{p}: not a readable safetensors file ({e})") from e
+    else:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors come in many types; all mean the same to a user
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(
+                f"{p}: not a weights file that can be loaded safely ({first})",
+                "pass the authors' .pkl/.pth checkpoint or a .safetensors file",
+            ) from e
+        sd = _unwrap(obj, p)
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "params_ema", "params"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors", "pass a MIMO-UNet checkpoint")
+    return {str(k): v for k, v in obj.items()}
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
+    """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
+    variant = detect_variant(state_dict)
+    model = MIMOUNet(variant.num_res)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    except RuntimeError as e:
+        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise WeightsError(f"{source}: does not fit MIMO-UNet with {variant.num_res} blocks ({detail})") from e
+    return model.eval(), variant
+
+
+def convert(src: Path, dest: Path, **info: Any) -> Variant:
+    """Read a foreign checkpoint, check it builds a MIMO-UNet, write it as safetensors to ``dest``
+    atomically and record its size and sha256. Raises WeightsError when it is not one."""
+    sd = read_state_dict(src)
+    _, variant = build_model(sd, str(src))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        tensors = {k: v.contiguous() for k, v in sd.items()}
+        save_file(tensors, tmp, metadata={"format": "pt", "architecture": "MIMOUNet", "num_res": str(variant.num_res)})
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _write_record(dest, num_res=variant.num_res, **info)
+    return variant
+
+
+# -- downloads --------------------------------------------------------------------------------
+class _DriveForm(HTMLParser):
+    """Finds the download form (or a confirm link) on Google Drive's 'can't scan for viruses' page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.confirm_href: str | None = None
+        self._in_form = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and ("download" in a.get("id", "") or "download" in a.get("action", "")):
+            self.action, self._in_form = a.get("action"), True
+        elif tag == "input" and self._in_form and a.get("type") == "hidden" and a.get("name"):
+            self.fields[a["name"]] = a.get("value", "")
+        elif tag == "a" and "confirm=" in a.get("href", ""):
+            self.confirm_href = a["href"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+
+
+def gdrive_url(file_id: str) -> str:
+    base = os.environ.get(GDRIVE_ENV) or GDRIVE_URL
+    return f"{base}?{urllib.parse.urlencode({'id': file_id, 'export': 'download'})}"
+
+
+def _open(url: str, start: int = 0) -> Any:
+    headers = {"User-Agent": "mimocli", "Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+
+
+def _is_html(resp: Any) -> bool:
+    return str(resp.headers.get("Content-Type", "")).split(";")[0].strip() == "text/html"
+
+
+def _confirm_url(page: str, page_url: str) -> str | None:
+    form = _DriveForm()
+    form.feed(page)
+    if form.action:
+        action = urllib.parse.urljoin(page_url, form.action)
+        return f"{action}?{urllib.parse.urlencode(form.fields)}"
+    if form.confirm_href:
+        return urllib.parse.urljoin(page_url, form.confirm_href.replace("&amp;", "&"))
+    return None
+
+
+def download_url(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    on_progress: ByteProgress | None = None,
+) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming a cut transfer with Range
+    requests, following a Drive confirmation page, and renaming only a complete file.
+
+    Raises DownloadError when the transfer keeps failing, OfflineError when the host cannot be
+    reached, IntegrityError when the size or sha256 is not the expected one.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    total: int | None = size
+    last_error = ""
+    for _attempt in range(ATTEMPTS):
+        have = part.stat().st_size if part.exists() else 0
+        try:
+            resp = _open(url, have)
+            if _is_html(resp):
+                page_url = resp.geturl()
+                page = resp.read(2 << 20).decode("utf-8", "replace")
+                resp.close()
+                confirmed = _confirm_url(page, page_url)
+                if not confirmed or confirmed == url:
+                    raise DownloadError(
+                        f"{url}: the server sent a web page instead of the file (quota exceeded, "
+                        "or the file is no longer shared)",
+                        "try again later, or download it in a browser and run `mimo weights import FILE`",
+                    )
+                url = confirmed
+                continue
+            with resp:
+                if have and resp.status != 206:
+                    have = 0  # the server ignored the Range header: start over
+                length = resp.headers.get("Content-Length")
+                if length is not None:
+                    total = have + int(length)
+                with open(part, "ab" if have else "wb") as f:
+                    done = have
+                    while chunk := resp.read(CHUNK):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if on_progress:
+                            on_progress(done, total)
+            if total is not None and done < total:
+                last_error = f"transfer cut at {done:,} of {total:,} bytes"
+                continue
+            break
+        except (urllib.error.HTTPError,) as e:
+            if e.code == 416 and part.exists():  # asked past the end: the part is complete
+                break
+            if e.code in (404, 403, 401, 410):
+                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}", "the file may have moved; see weights/registry.json") from e
+            last_error = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, socket.gaierror) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, (socket.gaierror, ConnectionRefusedError)) or "Name or service" in str(reason):
+                raise OfflineError(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason})") from e
+            last_error = str(reason)
+        except (TimeoutError, ConnectionError, OSError) as e:
+            if isinstance(e, DownloadError):
+                raise
+            last_error = f"{type(e).__name__}: {e}"
+        time.sleep(0.2)
+    else:
+        raise DownloadError(
+            f"{url}: download failed after {ATTEMPTS} attempts ({last_error})",
+            f"run the command again to resume from {part}",
+        )
+    got = part.stat().st_size
+    if size is not None and got != size:
+        part.unlink()
+        raise IntegrityError(f"{url}: downloaded {got:,} bytes, expected {size:,}", "run the command again")
+    if sha256 is not None and (digest := sha256_file(part)) != sha256:
+        part.unlink()
+        raise IntegrityError(f"{url}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…", "run the command again; if it persists the published file has changed")
+    os.replace(part, dest)
+    return dest
+
+
+def parse_hf(ref: str) -> tuple[str, str, str | None]:
+    """'hf://owner/repo/path/file[@revision]' -> (repo_id, filename, revision). Raises WeightsError."""
+    body = ref.removeprefix("hf://")
+    revision = None
+    if "@" in body:
+        body, revision = body.rsplit("@", 1)
+    parts = body.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise WeightsError(f"{ref!r} is not a hub reference", "write hf://owner/repo/file.safetensors[@revision]")
+    return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
+
+
+def hf_download(ref: str, cache: Path | None = None) -> Path:
+    """Fetch an ``hf://`` file through huggingface-hub and check its sha256 against the hub's ETag.
+
+    Raises OfflineError when offline and not cached, WeightsError/DownloadError otherwise.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, filename, revision = parse_hf(ref)
+    try:
+        local = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=offline(),
+            library_name="mimocli",
+        )
+    except LocalEntryNotFoundError as e:
+        raise OfflineError(f"{ref}: not in the hub cache and the hub cannot be reached") from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise WeightsError(f"{ref}: {str(e).splitlines()[0]}", "check the owner/repo, file name and revision") from e
+    except HfHubHTTPError as e:
+        raise DownloadError(f"{ref}: {str(e).splitlines()[0]}") from e
+    path = Path(local)
+    blob = path.resolve()
+    if _HEX64.match(blob.name) and sha256_file(blob) != blob.name:
+        raise IntegrityError(f"{path}: its sha256 does not match the hub's", f"delete {blob} and download it again")
+    return path
+
+
+# -- resolution -------------------------------------------------------------------------------
+def resolve_weights(
+    variant: Variant | str,
+    weights: str | os.PathLike[str] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    on_progress: ByteProgress | None = None,
+) -> Path:
+    """The safetensors (or, for local files, original) path to load for ``variant``.
+
+    Raises WeightsError (or a subclass) with the fix when none can be had.
+    """
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    root = cache_dir(cache)
+    if weights is not None:
+        ref = str(weights)
+        if ref.startswith("hf://"):
+            got = hf_download(ref, Path(cache) if cache else None)
+            return got if got.suffix == ".safetensors" else import_weights(got, cache=root)[0]
+        return Path(ref).expanduser()
+    key = v.weights_key
+    path = cached_weights(key, root)
+    if path.exists():
+        verify_cached(path)
+        return path
+    return download_weights(key, cache=root, on_progress=on_progress)
+
+
+def download_weights(
+    key: str,
+    cache: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    on_progress: ByteProgress | None = None,
+) -> Path:
+    """Fetch the registered weights ``key`` from its sources in order, convert and cache them.
+
+    Raises OfflineError with instructions when offline or unreachable.
+    """
+    entry = registry_entry(get_variant(key).weights_key if key not in load_registry() else key)
+    root = cache_dir(cache)
+    dest = cached_weights(entry.key, root)
+    if dest.exists() and not force:
+        verify_cached(dest)
+        return dest
+    how = (
+        f"run `mimo weights download {entry.key}` on a connected machine and copy {root} here, "
+        "or pass --weights PATH"
+    )
+    if offline():
+        raise OfflineError(f"no cached weights for {entry.key} and HF_HUB_OFFLINE is set", how)
+    errors: list[str] = []
+    for source in entry.sources:
+        try:
+            if source.startswith("gdrive://"):
+                raw = root / "downloads" / entry.filename
+                download_url(gdrive_url(source.removeprefix("gdrive://")), raw, entry.sha256, entry.size, on_progress)
+            else:
+                raw = hf_download(source)
+            convert(raw, dest, source=source, source_sha256=sha256_file(raw), source_size=raw.stat().st_size)
+            if raw.parent == root / "downloads":
+                raw.unlink()
+            return dest
+        except OfflineError as e:
+            errors.append(str(e))
+            continue
+    raise OfflineError(f"could not download weights for {entry.key}: {'; '.join(errors)}", how)
+
+
+def import_weights(
+    src: str | os.PathLike[str], key: str | None = None, cache: str | os.PathLike[str] | None = None
+) -> tuple[Path, Variant]:
+    """Convert a checkpoint to safetensors in the cache, once. With ``key``, cache it as that
+    variant's weights; without, as the detected variant's (a registered architecture) or under
+    imported/<sha256>. Raises WeightsError when it is no MIMO-UNet or does not fit ``key``."""
+    p = Path(src).expanduser()
+    sd = read_state_dict(p)
+    _, detected = build_model(sd, str(p))
+    root = cache_dir(cache)
+    digest = sha256_file(p)
+    if key is not None:
+        v = get_variant(key)
+        if v.num_res != detected.num_res:
+            raise WeightsError(
+                f"{p}: holds {detected.name} weights ({detected.num_res} blocks), not {v.name}",
+                f"import it as {detected.name}",
+            )
+        dest = cached_weights(v.weights_key, root)
+    elif detected.name in load_registry():
+        dest = cached_weights(detected.name, root)
+    else:
+        dest = root / "imported" / f"{digest[:16]}.safetensors"
+    if dest.exists() and _record_path(dest).exists():
+        with contextlib.suppress(IntegrityError):
+            if verify_cached(dest).get("source_sha256") == digest:
+                return dest, detected  # converted once already
+    convert(p, dest, source=str(p.resolve()), source_sha256=digest, source_size=p.stat().st_size)
+    return dest, detected
+
+
+def load_model(
+    variant: str = "mimo-unet-plus",
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_progress: ByteProgress | None = None,
+) -> MIMOUNet:
+    """A MIMO-UNet in eval mode with pretrained weights, on ``device``.
+
+    ``weights``: a local .safetensors/.pkl/.pth or hf://owner/repo/file[@rev]; default: the
+    variant's registered weights, downloaded once into the cache. The architecture follows the
+    weights. Raises WeightsError (or a subclass) when they cannot be had.
+    """
+    from .engine import resolve_device
+
+    path = resolve_weights(variant, weights, cache_dir, on_progress)
+    model, _ = build_model(read_state_dict(path), str(path))
+    return model.to(resolve_device(device))
+
+
+def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """One row per registered weights: key, description, cached path or None, size, source."""
+    root = cache_dir(cache)
+    rows = []
+    for key, e in load_registry().items():
+        path = cached_weights(key, root)
+        rows.append(
+            {
+                "name": key,
+                "description": e.description,
+                "cached": path.exists(),
+                "path": str(path) if path.exists() else None,
+                "size": path.stat().st_size if path.exists() else None,
+                "source": e.sources[0] if e.sources else None,
+                "metrics": dict(e.metrics),
+            }
+        )
+    return rows
