@@ -487,6 +487,13 @@ def download_weights(
                 download_url(gdrive_url(source.removeprefix("gdrive://")), raw, entry.sha256, entry.size, on_progress)
             else:
                 raw = hf_download(source)
+            expected = get_variant(entry.architecture).num_res
+            got = detect_variant(read_state_dict(raw)).num_res
+            if got != expected:
+                raise IntegrityError(
+                    f"{source}: holds a MIMO-UNet with {got} blocks, but {entry.key} has {expected}",
+                    "the published file has changed; report it, or pass --weights PATH",
+                )
             convert(raw, dest, source=source, source_sha256=sha256_file(raw), source_size=raw.stat().st_size)
             if raw.parent == root / "downloads":
                 raw.unlink()

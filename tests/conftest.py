@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mimocli.arch import MIMOUNet
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed every RNG and keep every cache and setting of ours inside tmp_path."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("MIMO_CACHE_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setenv("MIMO_GDRIVE_URL", "http://127.0.0.1:9/unreachable")  # never the real Drive
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not (SHARED / "reference" / "ARCHITECTURE.md").exists():
+        pytest.skip("../shared is not beside this checkout")
+    return SHARED
+
+
+def tiny_model(num_res: int = 1, seed: int = 0) -> MIMOUNet:
+    torch.manual_seed(seed)
+    return MIMOUNet(num_res).eval()
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_model().state_dict().items()}, path)
+    return path
+
+
+def photo(h: int = 64, w: int = 96, channels: int = 3, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like test image (gradients and a few edges) of the given layout."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = [0.5 + 0.4 * np.sin(6 * xx + 3 * yy + k) for k in range(max(channels, 1))]
+    img = np.stack(base, axis=-1) + 0.02 * rng.standard_normal((h, w, max(channels, 1)))
+    img[h // 3 : h // 2, w // 4 : w // 2] = 0.9
+    maxv = np.iinfo(dtype).max
+    arr = np.clip(img, 0, 1) * maxv
+    return np.rint(arr).astype(dtype)

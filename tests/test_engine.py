@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mimocli.engine import DIHEDRAL, Deblurrer, auto_tile, resolve_device, resolve_precision
+from mimocli.errors import DeviceError
+
+from .conftest import photo, tiny_model
+
+
+def test_uint8_rgb_roundtrip_layout():
+    img = photo(37, 53)  # odd sizes: padded to 40x56 inside, cropped back
+    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img)
+    assert r.image.shape == img.shape and r.image.dtype == np.uint8
+    assert r.scales[0.5].shape == (19, 27, 3) and r.scales[0.25].shape == (10, 14, 3)
+
+
+def test_sixteen_bit_stays_sixteen_bit_with_rounding():
+    img = photo(32, 32, dtype=np.uint16)
+    model = tiny_model()
+    r = Deblurrer(model, "cpu", "fp32", tile=0)(img)
+    assert r.image.dtype == np.uint16
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(img.astype(np.float32) / 65535).permute(2, 0, 1)[None])[2]
+    expected = np.rint(ref[0].permute(1, 2, 0).clamp(0, 1).numpy() * 65535).astype(np.uint16)
+    assert np.abs(r.image.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_grayscale_stays_grayscale_and_alpha_is_untouched():
+    gray = photo(40, 44)[:, :, 0]
+    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(gray)
+    assert r.image.shape == gray.shape and r.scales[0.5].shape == (20, 22)
+    rgba = photo(40, 44, channels=4)
+    rgba[:, :, 3] = np.arange(44, dtype=np.uint8)[None, :] * 5
+    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(rgba)
+    assert r.image.shape == rgba.shape
+    assert np.array_equal(r.image[:, :, 3], rgba[:, :, 3])
+    assert np.array_equal(r.scales[0.25][:, :, 3], rgba[::4, ::4, 3])
+    la = np.stack([gray, rgba[:, :, 3]], axis=-1)
+    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(la)
+    assert r.image.shape == la.shape and np.array_equal(r.image[:, :, 1], la[:, :, 1])
+
+
+def test_ensemble_is_the_mean_over_eight_symmetries():
+    model = tiny_model()
+    x = torch.rand(1, 3, 24, 32)
+    outs, _, _ = Deblurrer(model, "cpu", "fp32", tile=0, ensemble=True).run_tensor(x)
+    acc = torch.zeros_like(x)
+    with torch.inference_mode():
+        for k, flip in DIHEDRAL:
+            y = torch.rot90(x, k, (-2, -1))
+            y = torch.flip(y, (-1,)) if flip else y
+            o = model(y)[2]
+            o = torch.flip(o, (-1,)) if flip else o
+            acc += torch.rot90(o, -k, (-2, -1))
+    assert torch.allclose(outs[2], acc / 8, atol=1e-5)
+    assert len(DIHEDRAL) == 8 and len(set(DIHEDRAL)) == 8
+
+
+def test_half_precision_overflow_is_redone_in_fp32():
+    model = tiny_model()
+    with torch.no_grad():  # activations of ~1e6 overflow float16 (max 65504) but not float32
+        model.feat_extract[0].main[0].weight.mul_(3000.0)
+        model.feat_extract[0].main[0].bias.add_(1e5)
+    img = photo(32, 32)
+    ref = Deblurrer(model, "cpu", "fp32", tile=0)(img)
+    d = Deblurrer(model, "cpu", "fp16", tile=0)
+    with pytest.warns(RuntimeWarning, match="NaN/Inf.*redone in fp32"):
+        r = d(img)
+    assert r.fp32_fallbacks == 1
+    assert np.array_equal(r.image, ref.image)
+
+
+def test_bf16_stays_close_to_fp32():
+    img = photo(48, 64)
+    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img).image.astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = Deblurrer(tiny_model(), "cpu", "bf16", tile=0)(img).image.astype(int)
+    assert np.abs(got - ref).mean() < 2
+
+
+class _SmallMemory(nn.Module):
+    """Stands in for a GPU with little memory: inputs over ``limit`` pixels raise CUDA's OOM."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        if x.shape[-1] * x.shape[-2] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_retries_with_smaller_tiles():
+    img = photo(256, 256)
+    small = _SmallMemory(tiny_model(), 100 * 100)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        r = Deblurrer(small, "cpu", "fp32", tile=0, tile_overlap=16)(img)
+    assert r.tile_size <= 96 and r.tiles > 1
+    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img)
+    assert np.abs(r.image.astype(int) - ref.image.astype(int)).max() <= 3
+
+    hopeless = _SmallMemory(tiny_model(), 10)
+    with pytest.raises(DeviceError, match="out of memory"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Deblurrer(hopeless, "cpu", "fp32", tile=0)(img)
+
+
+def test_devices_and_precisions():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert resolve_precision("auto", torch.device("mps")) == torch.float32
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(DeviceError, match="unknown precision"):
+        resolve_precision("int8", torch.device("cpu"))
+    with pytest.raises(DeviceError, match="unknown device|unsupported device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA was requested"):
+            resolve_device("cuda:1")
+    assert auto_tile(torch.device("cpu"), torch.float32) % 4 == 0
+    assert auto_tile(torch.device("cpu"), torch.float32) >= 64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    img = photo(96, 128)
+    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img).image.astype(int)
+    for precision in ("fp32", "auto"):
+        got = Deblurrer(tiny_model(), "cuda", precision, tile=64, tile_overlap=16)(img).image.astype(int)
+        assert np.abs(got - ref).mean() < 2
