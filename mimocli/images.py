@@ -85,7 +85,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 raw_exif = exif.tobytes()
             icc = im.info.get("icc_profile") or None
             if _is_16bit_color(p, im):
-                im.verify()  # Pillow checks chunk CRCs and truncation; OpenCV would print to stderr
+                with Image.open(p) as check:  # Pillow finds truncation and bad CRCs quietly,
+                    check.verify()  # where OpenCV would print libpng's complaints to stderr
                 pixels = _read_cv2(p)
             else:
                 pixels = _pixels_from_pillow(im)

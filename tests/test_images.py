@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, ImageOps
+
+from mimocli.errors import ImageError, OutputError
+from mimocli.images import atomic_write, encode_image, read_image, write_image
+
+from .conftest import photo
+
+
+def _srgb() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_like_pillow(tmp_path, orientation):
+    im = Image.fromarray(photo(20, 30))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    im.save(path, exif=exif)
+    got = read_image(path)
+    assert np.array_equal(got.pixels, np.asarray(ImageOps.exif_transpose(Image.open(path))))
+    written = tmp_path / "w.png"
+    write_image(written, got.pixels, got.exif, got.icc)
+    assert Image.open(written).getexif().get(0x0112, 1) == 1  # upright pixels, no second rotation
+
+
+@pytest.mark.parametrize(("ext", "channels"), [(".png", 3), (".png", 4), (".png", 1), (".tif", 3), (".tif", 1)])
+def test_sixteen_bit_roundtrip(tmp_path, ext, channels):
+    arr = photo(17, 23, channels=channels, dtype=np.uint16)
+    if channels == 1:
+        arr = arr[:, :, 0]
+    path = write_image(tmp_path / f"x{ext}", arr)
+    got = read_image(path).pixels
+    assert got.dtype == np.uint16 and np.array_equal(got, arr)
+
+
+def test_icc_and_exif_kept(tmp_path):
+    icc = _srgb()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    for ext in (".jpg", ".png", ".webp", ".tif"):
+        path = write_image(tmp_path / f"m{ext}", photo(16, 16), exif.tobytes(), icc, quality=90)
+        im = read_image(path)
+        assert im.icc == icc, ext
+        assert Image.open(path).getexif().get(0x010F) == "TestCam", ext
+    path = write_image(tmp_path / "m16.png", photo(16, 16, dtype=np.uint16), exif.tobytes(), icc)
+    with Image.open(path) as im:
+        assert im.info.get("icc_profile") == icc and im.getexif().get(0x010F) == "TestCam"
+
+
+def test_gray_alpha_and_palette(tmp_path):
+    Image.fromarray(photo(10, 12)[:, :, 0]).save(tmp_path / "g.png")
+    assert read_image(tmp_path / "g.png").pixels.shape == (10, 12)
+    Image.fromarray(photo(10, 12, channels=4), "RGBA").save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").pixels.shape == (10, 12, 4)
+    Image.fromarray(photo(10, 12)).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").pixels.shape == (10, 12, 3)
+    jpg = encode_image(photo(10, 12, channels=4), "JPEG")  # JPEG has no alpha: dropped
+    assert jpg[:2] == b"\xff\xd8"
+
+
+def test_bad_inputs_name_file_and_reason(tmp_path):
+    with pytest.raises(ImageError, match="missing.png: no such file"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "text.jpg").write_text("not an image at all")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(tmp_path / "text.jpg")
+    for ext, arr in ((".jpg", photo(64, 64)), (".png", photo(64, 64)), (".png", photo(64, 64, dtype=np.uint16))):
+        full = write_image(tmp_path / f"full{ext}", arr).read_bytes()
+        cut = tmp_path / f"cut{ext}"
+        cut.write_bytes(full[: len(full) // 2])
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            read_image(cut)
+    write_image(tmp_path / "big.png", photo(100, 100))
+    with pytest.raises(ImageError, match="exceeds --max-pixels 5,000"):
+        read_image(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError, match="cannot write"):
+        write_image(tmp_path / "nope" / "x.png", photo(8, 8))
+    with pytest.raises(OutputError, match="cannot write .gif"):
+        write_image(tmp_path / "x.gif", photo(8, 8))
+
+
+def test_rounding_not_truncation(tmp_path):
+    import torch
+
+    from mimocli.engine import from_tensor
+
+    t = torch.full((1, 3, 2, 2), 0.5)  # 127.5 rounds to 128 (even) and 0.998 * 255 = 254.49 to 254
+    assert from_tensor(t, np.dtype(np.uint8))[0, 0, 0] == 128
+    t = torch.full((1, 3, 2, 2), 254.6 / 255)
+    assert from_tensor(t, np.dtype(np.uint8))[0, 0, 0] == 255

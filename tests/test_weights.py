@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import hashlib
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mimocli.arch import MIMOUNet
+from mimocli.errors import DownloadError, IntegrityError, OfflineError, WeightsError
+from mimocli.weights import (
+    cache_dir,
+    download_url,
+    download_weights,
+    import_weights,
+    load_model,
+    parse_hf,
+    read_state_dict,
+    resolve_weights,
+    verify_cached,
+)
+
+
+@pytest.fixture(scope="module")
+def authors_pickle(tmp_path_factory) -> bytes:
+    """A checkpoint shaped like the authors' MIMO-UNet.pkl: {'model': sd, 'epoch': n}, legacy format."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ckpt") / "MIMO-UNet.pkl"
+    sd = {f"module.{k}": v for k, v in MIMOUNet(8).state_dict().items()}
+    torch.save({"model": sd, "epoch": 3000}, path, _use_new_zipfile_serialization=False)
+    return path.read_bytes()
+
+
+class Server:
+    """A Drive-like file host on 127.0.0.1: a confirmation page, Range support, and faults."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.cut_first = False
+        self.corrupt = False
+        self.page_only = False
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                server.requests.append((self.path, self.headers.get("Range")))
+                if "confirm" not in q or server.page_only:
+                    page = (
+                        "<html><body><p>Google Drive can't scan this file for viruses.</p>"
+                        '<form id="download-form" action="/download" method="get">'
+                        '<input type="submit" value="Download anyway">'
+                        f'<input type="hidden" name="id" value="{q.get("id", [""])[0]}">'
+                        '<input type="hidden" name="export" value="download">'
+                        '<input type="hidden" name="confirm" value="t">'
+                        '<input type="hidden" name="uuid" value="1234"></form></body></html>'
+                    ).encode()
+                    if server.page_only:
+                        page = b"<html><body>Too many users have viewed or downloaded this file recently.</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                data = server.payload
+                if server.corrupt:
+                    data = data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:]
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if server.cut_first and not rng:
+                    server.cut_first = False
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/download"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def drive(authors_pickle, monkeypatch) -> Iterator[Server]:
+    server = Server(authors_pickle)
+    monkeypatch.setenv("MIMO_GDRIVE_URL", server.url)
+    yield server
+    server.close()
+
+
+def test_download_through_confirmation_page_then_cached(drive, tmp_path):
+    path = download_weights("base")
+    assert path == cache_dir() / "mimo-unet.safetensors"
+    assert path.parent.parent.name == "hub"  # inside the Hugging Face hub cache by default
+    record = verify_cached(path)
+    assert record["source"] == "gdrive://1EQJoQj3YMLFfzrbgzWMD3Xj96RqLdIlx"
+    assert record["source_sha256"] == hashlib.sha256(drive.payload).hexdigest()
+    assert any("confirm=t" in p for p, _ in drive.requests)
+    assert not (cache_dir() / "downloads" / "MIMO-UNet.pkl").exists()  # converted, pickle removed
+    n = len(drive.requests)
+    model = load_model("mimo-unet", "cpu")
+    assert len(drive.requests) == n  # second use: the cache, no network
+    assert model.num_res == 8 and not model.training
+
+
+def test_cut_transfer_is_resumed_with_range(drive):
+    drive.cut_first = True
+    path = download_weights("mimo-unet")
+    assert any(r and r.startswith("bytes=") and r != "bytes=0-" for _, r in drive.requests)
+    assert read_state_dict(path).keys() == MIMOUNet(8).state_dict().keys()
+
+
+def test_corrupt_download_is_refused_and_nothing_cached(drive):
+    drive.corrupt = True
+    with pytest.raises(WeightsError, match="not a weights file"):
+        download_weights("mimo-unet")
+    assert not (cache_dir() / "mimo-unet.safetensors").exists()
+
+
+def test_expected_sha256_mismatch(drive, tmp_path):
+    url = drive.url + "?id=x&export=download&confirm=t"
+    with pytest.raises(IntegrityError, match="sha256"):
+        download_url(url, tmp_path / "f.pkl", sha256="0" * 64)
+    assert not (tmp_path / "f.pkl").exists() and not (tmp_path / "f.pkl.part").exists()
+    good = hashlib.sha256(drive.payload).hexdigest()
+    assert download_url(url, tmp_path / "f.pkl", sha256=good).read_bytes() == drive.payload
+
+
+def test_quota_page_is_a_clear_error(drive):
+    drive.page_only = True
+    with pytest.raises(DownloadError, match="web page instead of the file"):
+        download_weights("mimo-unet")
+
+
+def test_tampered_cache_is_an_error_not_reused(drive):
+    path = download_weights("mimo-unet")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match the recorded"):
+        resolve_weights("mimo-unet")
+    path.write_bytes(bytes(data[:-1]))
+    with pytest.raises(IntegrityError, match="size"):
+        load_model("mimo-unet")
+    assert download_weights("mimo-unet", force=True) == path
+    verify_cached(path)
+
+
+def test_offline_without_cache_says_how(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="mimo weights download mimo-unet-plus.*--weights PATH"):
+        resolve_weights("plus")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("MIMO_GDRIVE_URL", "http://127.0.0.1:9/download")  # nothing listens on port 9
+    with pytest.raises(OfflineError, match="could not download weights for mimo-unet-plus"):
+        resolve_weights("plus")
+
+
+def test_import_zip_and_legacy_pickles_converted_once(authors_pickle, tmp_path):
+    legacy = tmp_path / "MIMO-UNet.pkl"
+    legacy.write_bytes(authors_pickle)
+    path, variant = import_weights(legacy)
+    assert variant.name == "mimo-unet" and path.name == "mimo-unet.safetensors"
+    mtime = path.stat().st_mtime_ns
+    assert import_weights(legacy)[0].stat().st_mtime_ns == mtime  # converted once
+    zipped = tmp_path / "plus.pth"
+    torch.save({"model": MIMOUNet(20).state_dict()}, zipped)
+    path, variant = import_weights(zipped, "realblur")
+    assert path.name == "mimo-unet-plus-realblur.safetensors" and variant.num_res == 20
+    with pytest.raises(WeightsError, match="not mimo-unet"):
+        import_weights(zipped, "base")
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    evil = tmp_path / "evil.pkl"
+    torch.save({"model": {"x": torch.zeros(1)}, "run": print}, evil)
+    with pytest.raises(WeightsError, match="cannot be loaded safely|can be loaded safely"):
+        read_state_dict(evil)
+    with pytest.raises(WeightsError, match="no such weights file"):
+        read_state_dict(tmp_path / "none.pkl")
+
+
+def test_parse_hf():
+    assert parse_hf("hf://me/repo/dir/w.safetensors@v1") == ("me/repo", "dir/w.safetensors", "v1")
+    assert parse_hf("hf://me/repo/w.pkl") == ("me/repo", "w.pkl", None)
+    with pytest.raises(WeightsError, match="not a hub reference"):
+        parse_hf("hf://me/w.pkl")
+
+
+class Hub:
+    """Answers huggingface-hub's HEAD/GET on /{repo}/resolve/{revision}/{file} on 127.0.0.1."""
+
+    COMMIT = "a" * 40
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, body: bool) -> None:
+                parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
+                name = "/".join(parts[:2]) + ":" + "/".join(parts[4:])
+                data = hub.files.get(name)
+                if len(parts) < 5 or parts[2] != "resolve" or data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", hub.COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._serve(False)
+
+            def do_GET(self):
+                self._serve(True)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_hub_download_through_huggingface_hub(tmp_path, monkeypatch, tiny_weights):
+    hub = Hub({"me/mimo:tiny.safetensors": tiny_weights.read_bytes()})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    try:
+        path = resolve_weights("base", "hf://me/mimo/tiny.safetensors")
+        assert path.read_bytes() == tiny_weights.read_bytes()
+        assert str(tmp_path / "home" / "hf") in str(path)
+        assert load_model("base", weights="hf://me/mimo/tiny.safetensors").num_res == 1  # weights decide
+        with pytest.raises(WeightsError):
+            resolve_weights("base", "hf://me/mimo/missing.safetensors")
+        blob = path.resolve()
+        blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
+        with pytest.raises(IntegrityError, match="sha256 does not match the hub"):
+            resolve_weights("base", "hf://me/mimo/tiny.safetensors")
+    finally:
+        hub.httpd.shutdown()
+        hub.httpd.server_close()
+
+
+def test_local_safetensors_used_as_is(tiny_weights):
+    assert resolve_weights("plus", tiny_weights) == tiny_weights
+    bad = tiny_weights.with_name("bad.safetensors")
+    save_file({"conv.weight": torch.zeros(2)}, bad)
+    with pytest.raises(WeightsError, match="not a MIMO-UNet"):
+        load_model(weights=bad)
