@@ -77,10 +77,11 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
     a file name but several inputs were given."""
     found = expand_inputs(args, recursive)
     out_path = Path(output).expanduser() if output else None
-    single_file = (
-        out_path is not None and not out_path.is_dir() and out_path.suffix.lower() in FORMATS
-    )
-    if single_file and len(found) > 1:
+    # A name with an extension is a file for one input (an unknown one is refused later, when
+    # writing); for several inputs only an image extension is taken as a mistaken file name.
+    looks_like_file = out_path is not None and not out_path.is_dir() and bool(out_path.suffix)
+    single_file = looks_like_file and len(found) == 1
+    if looks_like_file and len(found) > 1 and out_path.suffix.lower() in FORMATS:
         raise ValueError(f"-o {output} is a file name, but {len(found)} inputs were given; pass a folder")
     jobs = []
     for src, root, error in found:

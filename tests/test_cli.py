@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mimocli.cli import app
+from mimocli.images import read_image, write_image
+
+from .conftest import photo
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """Typer draws usage errors in a box; join its wrapped lines back into one."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def pics(tmp_path) -> Path:
+    d = tmp_path / "pics"
+    d.mkdir()
+    write_image(d / "a.png", photo(40, 52))
+    write_image(d / "b.jpg", photo(36, 44, seed=1))
+    (d / "sub").mkdir()
+    write_image(d / "sub" / "c.png", photo(24, 28, dtype=np.uint16))
+    return d
+
+
+def test_deblur_beside_input(pics, tiny_weights):
+    r = run("deblur", pics / "a.png", "-w", tiny_weights, "--quiet")
+    assert r.exit_code == 0, r.output
+    out = pics / "a_deblurred.png"
+    assert r.stdout.strip() == str(out)
+    assert read_image(out).pixels.shape == (40, 52, 3)
+
+
+def test_folder_recursive_into_output_dir_with_scales_and_json(pics, tiny_weights, tmp_path):
+    dest = tmp_path / "out"
+    r = run("deblur", pics, "-r", "-o", dest, "-w", tiny_weights, "--save-scales", "--json")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(x["input"]).name for x in records] == ["a.png", "b.jpg", "c.png"]
+    assert all(x["status"] == "ok" for x in records)
+    assert (dest / "sub" / "c_deblurred.png").exists()
+    assert read_image(dest / "sub" / "c_deblurred.png").pixels.dtype == np.uint16
+    assert read_image(dest / "a_deblurred_x0.5.png").pixels.shape == (20, 26, 3)
+    assert read_image(dest / "a_deblurred_x0.25.png").pixels.shape == (10, 13, 3)
+    assert Path(records[1]["scales"]["0.25"]).name == "b_deblurred_x0.25.png"
+    # Without --recursive the subfolder is left alone; earlier results are never inputs.
+    r = run("deblur", pics, "-w", tiny_weights, "--json")
+    names = [Path(json.loads(line)["input"]).name for line in r.stdout.splitlines()]
+    assert names == ["a.png", "b.jpg"]
+    r = run("deblur", pics, "-w", tiny_weights, "--json", "--skip-existing")
+    assert {json.loads(line)["status"] for line in r.stdout.splitlines()} == {"skipped"}
+
+
+def test_single_output_file_and_glob(pics, tiny_weights, tmp_path):
+    r = run("deblur", pics / "a.png", "-o", tmp_path / "x.webp", "-w", tiny_weights, "--quality", "100")
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "x.webp").format == "WEBP"
+    r = run("deblur", str(pics / "*.png"), str(pics / "*.jpg"), "-o", tmp_path / "g", "-w", tiny_weights)
+    assert r.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a_deblurred.png", "b_deblurred.jpg"]
+    r = run("deblur", pics / "a.png", pics / "b.jpg", "-o", tmp_path / "y.png", "-w", tiny_weights)
+    assert r.exit_code == 2 and "is a file name" in flat(r.output)
+
+
+def test_existing_outputs_and_inputs_are_protected(pics, tiny_weights):
+    assert run("deblur", pics / "a.png", "-w", tiny_weights).exit_code == 0
+    out = pics / "a_deblurred.png"
+    before = out.read_bytes()
+    r = run("deblur", pics / "a.png", "-w", tiny_weights)
+    assert r.exit_code == 1 and "already exists" in r.stderr and "--overwrite" in r.stderr
+    assert out.read_bytes() == before
+    assert run("deblur", pics / "a.png", "-w", tiny_weights, "--overwrite").exit_code == 0
+    original = (pics / "b.jpg").read_bytes()
+    r = run("deblur", pics / "a.png", pics / "b.jpg", "-o", pics, "-w", tiny_weights, "--overwrite")
+    assert r.exit_code == 0
+    r = run("deblur", pics / "a.png", "-o", pics / "a.png", "-w", tiny_weights, "--overwrite")
+    assert r.exit_code == 1 and "is an input" in r.stderr
+    assert (pics / "b.jpg").read_bytes() == original
+    r = run("deblur", pics / "a.png", "--overwrite", "--skip-existing", "-w", tiny_weights)
+    assert r.exit_code == 2
+
+
+def test_bad_inputs_reported_others_processed(pics, tiny_weights, tmp_path):
+    (pics / "broken.png").write_bytes((pics / "a.png").read_bytes()[:200])
+    (pics / "empty.jpg").write_bytes(b"")
+    (pics / "notes.png").write_text("hello")
+    write_image(pics / "huge.png", photo(120, 120))
+    r = run("deblur", pics, tmp_path / "missing.png", "-w", tiny_weights, "--max-pixels", "10000", "-o", tmp_path / "o")
+    assert r.exit_code == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 5, r.stderr
+    assert any("broken.png: truncated or corrupt" in e for e in errors)
+    assert any("empty.jpg: empty file" in e for e in errors)
+    assert any("notes.png: not an image" in e for e in errors)
+    assert any("huge.png" in e and "--max-pixels" in e for e in errors)
+    assert any("missing.png: no such file" in e for e in errors)
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a_deblurred.png", "b_deblurred.jpg"]
+
+
+def test_unwritable_output_folder(pics, tiny_weights, tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        target = blocker / "sub"  # a folder under a regular file cannot exist, even for root
+    else:
+        target = tmp_path / "ro"
+        target.mkdir(mode=0o500)
+    r = run("deblur", pics / "a.png", "-o", target, "-w", tiny_weights)
+    assert r.exit_code == 1 and "Error:" in r.stderr and "Traceback" not in r.output
+
+
+def test_usage_errors_exit_2(pics, tiny_weights):
+    assert run("deblur", pics / "a.png", "--tile", "big").exit_code == 2
+    assert run("deblur", pics / "a.png", "--precision", "int4").exit_code == 2
+    assert run("deblur").exit_code == 2
+    r = run("deblur", pics / "a.png", "--variant", "nope", "-w", tiny_weights)
+    assert r.exit_code == 1 and "unknown variant" in r.stderr
+    r = run("deblur", pics / "a.png", "-o", pics / "a.gif", "-w", tiny_weights)
+    assert r.exit_code == 1 and "cannot write .gif" in r.stderr
+
+
+def test_offline_error_is_one_line(pics, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run("deblur", pics / "a.png")
+    assert r.exit_code == 1
+    assert "mimo weights download mimo-unet-plus" in r.stderr and "Traceback" not in r.output
+
+
+def test_tiles_ensemble_and_precision_flags(pics, tiny_weights, tmp_path):
+    r = run("deblur", pics / "a.png", "-o", tmp_path / "t.png", "-w", tiny_weights, "--tile", "16",
+            "--tile-overlap", "8", "--ensemble", "--precision", "bf16", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["tiles"] > 1
+
+
+def test_weights_commands(tmp_path, tiny_weights):
+    import torch
+
+    from mimocli.arch import MIMOUNet
+
+    r = run("weights", "list", "--json")
+    rows = json.loads(r.stdout)
+    assert [x["name"] for x in rows] == ["mimo-unet", "mimo-unet-plus", "mimo-unet-plus-realblur"]
+    assert not any(x["cached"] for x in rows)
+    ckpt = tmp_path / "MIMO-UNet.pkl"
+    torch.save({"model": MIMOUNet(8).state_dict()}, ckpt)
+    r = run("weights", "import", ckpt)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("mimo-unet.safetensors") and "mimo-unet (8 blocks" in r.stderr
+    rows = json.loads(run("weights", "list", "--json").stdout)
+    assert rows[0]["cached"] and rows[0]["size"] > 27_000_000
+    assert "mimo-unet" in run("weights", "list").stdout
+    r = run("weights", "import", tmp_path / "nothing.pkl")
+    assert r.exit_code == 1 and "no such weights file" in r.stderr
+    r = run("weights", "download", "nope")
+    assert r.exit_code == 1 and "unknown variant" in r.stderr
+
+
+def test_real_subprocess(pics, tiny_weights, tmp_path):
+    env = {**os.environ, "MIMO_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "deblur", str(pics / "a.png"), "-w", str(tiny_weights), "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "ok"
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "deblur", str(tmp_path / "none.png"), "-w", str(tiny_weights)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: ") and "none.png: no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert subprocess.run([sys.executable, "-m", "mimocli", "--version"], capture_output=True, text=True).stdout.startswith("mimo ")
