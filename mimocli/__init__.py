@@ -1,7 +1,7 @@
 """mimocli: remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021)."""
 
 from .arch import MIMOUNet
-from .engine import DeblurResult, Deblurrer, resolve_device, resolve_precision
+from .engine import Deblurrer, DeblurResult, resolve_device, resolve_precision
 from .errors import (
     DeviceError,
     DownloadError,

@@ -134,12 +134,8 @@ class MIMOUNet(nn.Module):
             ]
         )
         self.Decoder = nn.ModuleList([DBlock(c * 4, num_res), DBlock(c * 2, num_res), DBlock(c, num_res)])
-        self.Convs = nn.ModuleList(
-            [BasicConv(c * 4, c * 2, 1, relu=True), BasicConv(c * 2, c, 1, relu=True)]
-        )
-        self.ConvsOut = nn.ModuleList(
-            [BasicConv(c * 4, 3, 3, relu=False), BasicConv(c * 2, 3, 3, relu=False)]
-        )
+        self.Convs = nn.ModuleList([BasicConv(c * 4, c * 2, 1, relu=True), BasicConv(c * 2, c, 1, relu=True)])
+        self.ConvsOut = nn.ModuleList([BasicConv(c * 4, 3, 3, relu=False), BasicConv(c * 2, 3, 3, relu=False)])
         self.AFFs = nn.ModuleList([AFF(c * 7, c), AFF(c * 7, c * 2)])
         self.FAM1 = FAM(c * 4)
         self.SCM1 = SCM(c * 4)

@@ -206,9 +206,7 @@ class Deblurrer:
             outs = self._forward(x, torch.float32)
         return outs
 
-    def run_tensor(
-        self, x: torch.Tensor, on_progress: ProgressFn | None = None
-    ) -> tuple[list[torch.Tensor], int, int]:
+    def run_tensor(self, x: torch.Tensor, on_progress: ProgressFn | None = None) -> tuple[list[torch.Tensor], int, int]:
         """x: (1,3,H,W) float in [0,1] -> ([1/4, 1/2, full] float32 CPU tensors, unclamped,
         cropped to ceil(H/s) x ceil(W/s)), number of tiles, tile side used (0: untiled).
 
@@ -218,10 +216,7 @@ class Deblurrer:
         h, w = x.shape[-2:]
         xp = pad_to_multiple(x.float())
         hp, wp = xp.shape[-2:]
-        if self.tile is None:
-            tile = auto_tile(self.device, self.dtype)
-        else:
-            tile = self.tile or max(hp, wp)
+        tile = auto_tile(self.device, self.dtype) if self.tile is None else self.tile or max(hp, wp)
         while True:
             try:
                 with torch.inference_mode():
@@ -246,9 +241,7 @@ class Deblurrer:
         crops = [o[..., : -(-h // s), : -(-w // s)] for o, s in zip(outs, SCALES, strict=True)]
         return crops, n, (0 if n == 1 else tile)
 
-    def _run_tiles(
-        self, xp: torch.Tensor, tile: int, on_progress: ProgressFn | None
-    ) -> tuple[list[torch.Tensor], int]:
+    def _run_tiles(self, xp: torch.Tensor, tile: int, on_progress: ProgressFn | None) -> tuple[list[torch.Tensor], int]:
         hp, wp = xp.shape[-2:]
         grid = TileGrid.plan(hp, wp, tile, self.tile_overlap)
         total = len(grid)

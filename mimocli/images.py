@@ -196,10 +196,9 @@ def encode_image(
             arr = arr[:, :, 0]
     if arr.dtype == np.uint16 and (arr.ndim == 3 and arr.shape[2] != 1):
         return _encode_cv2_16(arr, fmt, exif, icc)
-    if arr.dtype == np.uint16:  # 16-bit grayscale: Pillow's I;16
-        im = Image.fromarray(arr if arr.ndim == 2 else arr[:, :, 0])
-    else:
-        im = Image.fromarray(arr)
+    if arr.dtype == np.uint16 and arr.ndim == 3:  # 16-bit grayscale goes through Pillow's I;16
+        arr = arr[:, :, 0]
+    im = Image.fromarray(arr)
     options: dict[str, object] = {}
     if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         options["exif"] = exif

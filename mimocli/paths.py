@@ -31,9 +31,7 @@ def _is_ours(path: Path) -> bool:
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in FORMATS and not _is_ours(p)
-    )
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in FORMATS and not _is_ours(p))
 
 
 def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
@@ -81,7 +79,7 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
     # writing); for several inputs only an image extension is taken as a mistaken file name.
     looks_like_file = out_path is not None and not out_path.is_dir() and bool(out_path.suffix)
     single_file = looks_like_file and len(found) == 1
-    if looks_like_file and len(found) > 1 and out_path.suffix.lower() in FORMATS:
+    if looks_like_file and len(found) > 1 and Path(str(output)).suffix.lower() in FORMATS:
         raise ValueError(f"-o {output} is a file name, but {len(found)} inputs were given; pass a folder")
     jobs = []
     for src, root, error in found:

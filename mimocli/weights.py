@@ -152,12 +152,19 @@ def verify_cached(path: Path) -> dict[str, Any]:
         raise IntegrityError(f"{path}: size {size:,} bytes, but {record.get('size'):,} were recorded", fix)
     digest = sha256_file(path)
     if digest != record.get("sha256"):
-        raise IntegrityError(f"{path}: sha256 {digest[:12]}… does not match the recorded {str(record.get('sha256'))[:12]}…", fix)
+        raise IntegrityError(
+            f"{path}: sha256 {digest[:12]}… does not match the recorded {str(record.get('sha256'))[:12]}…", fix
+        )
     return dict(record)
 
 
 def _write_record(path: Path, **info: Any) -> None:
-    record = {"size": path.stat().st_size, "sha256": sha256_file(path), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
+    record = {
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **info,
+    }
     _atomic_text(_record_path(path), json.dumps(record, indent=1) + "\n")
 
 
@@ -348,11 +355,13 @@ def download_url(
                 last_error = f"transfer cut at {done:,} of {total:,} bytes"
                 continue
             break
-        except (urllib.error.HTTPError,) as e:
+        except urllib.error.HTTPError as e:
             if e.code == 416 and part.exists():  # asked past the end: the part is complete
                 break
             if e.code in (404, 403, 401, 410):
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}", "the file may have moved; see weights/registry.json") from e
+                raise DownloadError(
+                    f"{url}: HTTP {e.code} {e.reason}", "the file may have moved; see weights/registry.json"
+                ) from e
             last_error = f"HTTP {e.code} {e.reason}"
         except (urllib.error.URLError, socket.gaierror) as e:
             reason = getattr(e, "reason", e)
@@ -375,7 +384,10 @@ def download_url(
         raise IntegrityError(f"{url}: downloaded {got:,} bytes, expected {size:,}", "run the command again")
     if sha256 is not None and (digest := sha256_file(part)) != sha256:
         part.unlink()
-        raise IntegrityError(f"{url}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…", "run the command again; if it persists the published file has changed")
+        raise IntegrityError(
+            f"{url}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…",
+            "run the command again; if it persists the published file has changed",
+        )
     os.replace(part, dest)
     return dest
 
@@ -473,10 +485,7 @@ def download_weights(
     if dest.exists() and not force:
         verify_cached(dest)
         return dest
-    how = (
-        f"run `mimo weights download {entry.key}` on a connected machine and copy {root} here, "
-        "or pass --weights PATH"
-    )
+    how = f"run `mimo weights download {entry.key}` on a connected machine and copy {root} here, or pass --weights PATH"
     if offline():
         raise OfflineError(f"no cached weights for {entry.key} and HF_HUB_OFFLINE is set", how)
     errors: list[str] = []

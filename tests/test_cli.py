@@ -144,8 +144,24 @@ def test_offline_error_is_one_line(pics, monkeypatch):
 
 
 def test_tiles_ensemble_and_precision_flags(pics, tiny_weights, tmp_path):
-    r = run("deblur", pics / "a.png", "-o", tmp_path / "t.png", "-w", tiny_weights, "--tile", "16",
-            "--tile-overlap", "8", "--ensemble", "--precision", "bf16", "--device", "cpu", "--json")
+    r = run(
+        "deblur",
+        pics / "a.png",
+        "-o",
+        tmp_path / "t.png",
+        "-w",
+        tiny_weights,
+        "--tile",
+        "16",
+        "--tile-overlap",
+        "8",
+        "--ensemble",
+        "--precision",
+        "bf16",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["tiles"] > 1
 
@@ -177,15 +193,23 @@ def test_real_subprocess(pics, tiny_weights, tmp_path):
     env = {**os.environ, "MIMO_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(
         [sys.executable, "-m", "mimocli", "deblur", str(pics / "a.png"), "-w", str(tiny_weights), "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "ok"
     done = subprocess.run(
         [sys.executable, "-m", "mimocli", "deblur", str(tmp_path / "none.png"), "-w", str(tiny_weights)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 1
     assert done.stderr.startswith("Error: ") and "none.png: no such file" in done.stderr
     assert "Traceback" not in done.stderr
-    assert subprocess.run([sys.executable, "-m", "mimocli", "--version"], capture_output=True, text=True).stdout.startswith("mimo ")
+    assert subprocess.run(
+        [sys.executable, "-m", "mimocli", "--version"], capture_output=True, text=True
+    ).stdout.startswith("mimo ")

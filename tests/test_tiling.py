@@ -18,7 +18,7 @@ def test_tile_starts_cover_aligned_and_overlap(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + min(tile, length) == length
     assert all(s % 4 == 0 for s in starts)
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
 
 
 def test_windows_cover_every_pixel_about_once():
@@ -76,7 +76,9 @@ def test_tiled_agrees_with_untiled_across_borders(shared):
     import cv2
 
     model = MIMOUNet(8)
-    model.load_state_dict({k: v.float() for k, v in load_file(shared / "reference" / "mimo_unet_random.safetensors").items()})
+    model.load_state_dict(
+        {k: v.float() for k, v in load_file(shared / "reference" / "mimo_unet_random.safetensors").items()}
+    )
     img = cv2.imread(str(shared / "data/pairs/gopro_flower/blur.png"))[:, :, ::-1][200:400, 300:620].copy()
     whole = Deblurrer(model, "cpu", "fp32", tile=0)(img)
     tiled = Deblurrer(model, "cpu", "fp32", tile=128, tile_overlap=32)(img)
@@ -86,5 +88,5 @@ def test_tiled_agrees_with_untiled_across_borders(shared):
     assert diff.max() <= 3
     # The seams themselves: the columns and rows where tiles meet are no worse than elsewhere.
     grid = TileGrid.plan(200, 320, 128, 32)
-    seams_x = [x for x in grid.xs[1:]]
+    seams_x = list(grid.xs[1:])
     assert all(diff[:, max(0, x - 4) : x + 36].max() <= 3 for x in seams_x)

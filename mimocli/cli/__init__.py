@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from .. import __version__
-from ..errors import MimoError
+from mimocli import __version__
+from mimocli.errors import MimoError
 
 app = typer.Typer(
     name="mimo",

@@ -9,12 +9,13 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..engine import PRECISIONS, Deblurrer
-from ..errors import ImageError, OutputError
-from ..images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
-from ..paths import Job, plan_jobs
-from ..registry import DEFAULT_VARIANT, get_variant
-from ..weights import load_model
+from mimocli.engine import PRECISIONS, Deblurrer
+from mimocli.errors import ImageError, OutputError
+from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
+from mimocli.paths import Job, plan_jobs
+from mimocli.registry import DEFAULT_VARIANT, get_variant
+from mimocli.weights import load_model
+
 from . import app, err, fail_on_error, out, report, warnings_to_stderr
 from .weights import byte_progress
 
@@ -43,17 +44,38 @@ def deblur(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (never an input)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output already exists."),
-    variant: str = typer.Option(DEFAULT_VARIANT, "--variant", "-m", help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur."),
-    weights: str | None = typer.Option(None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."),
+    variant: str = typer.Option(
+        DEFAULT_VARIANT,
+        "--variant",
+        "-m",
+        help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."
+    ),
     device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", "-p", callback=parse_precision, help="auto (half on CUDA, fp32 elsewhere), fp32, bf16, fp16."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        "-p",
+        callback=parse_precision,
+        help="auto (half on CUDA, fp32 elsewhere), fp32, bf16, fp16.",
+    ),
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
-    save_scales: bool = typer.Option(False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."),
-    quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0: no limit."),
+    save_scales: bool = typer.Option(
+        False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."
+    ),
+    quality: int = typer.Option(
+        95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."
+    ),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0: no limit."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON record per output on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, summary or warnings."),
 ) -> None:
@@ -76,8 +98,13 @@ def deblur(
     deblurrer: Deblurrer | None = None
     with warnings_to_stderr(quiet):
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=True, disable=quiet or not err.is_terminal,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=quiet or not err.is_terminal,
         )
         with progress:
             files_task = progress.add_task("files", total=len(jobs))
@@ -96,7 +123,9 @@ def deblur(
                             dl, update = byte_progress(quiet)
                             with dl:
                                 model = load_model(v.name, "cpu", weights, cache_dir, update)
-                            deblurrer = Deblurrer(model, device, precision, tile_value, tile_overlap, ensemble or v.ensemble)
+                            deblurrer = Deblurrer(
+                                model, device, precision, tile_value, tile_overlap, ensemble or v.ensemble
+                            )
 
                     def on_tiles(done: int, total: int) -> None:
                         progress.update(tiles_task, completed=done, total=total, visible=total > 1)
@@ -110,11 +139,19 @@ def deblur(
                             write_image(path, result.scales[s], image.exif, image.icc)
                     counts["ok"] += 1
                     h, w = result.image.shape[:2]
-                    _emit(as_json, job, "ok", {
-                        "width": w, "height": h, "tiles": result.tiles,
-                        "seconds": round(time.perf_counter() - t0, 3),
-                        "fp32_fallbacks": result.fp32_fallbacks,
-                    }, save_scales)
+                    _emit(
+                        as_json,
+                        job,
+                        "ok",
+                        {
+                            "width": w,
+                            "height": h,
+                            "tiles": result.tiles,
+                            "seconds": round(time.perf_counter() - t0, 3),
+                            "fp32_fallbacks": result.fp32_fallbacks,
+                        },
+                        save_scales,
+                    )
                 except (ImageError, OutputError) as e:
                     counts["failed"] += 1
                     report(e)
@@ -129,7 +166,9 @@ def deblur(
     if not quiet:
         seconds = time.perf_counter() - started
         extra = ", ".join(f"{n} {k}" for k, n in counts.items() if k != "ok" and n)
-        err.print(f"Deblurred {counts['ok']} of {len(jobs)} file(s) in {seconds:.1f} s" + (f" ({extra})" if extra else ""))
+        err.print(
+            f"Deblurred {counts['ok']} of {len(jobs)} file(s) in {seconds:.1f} s" + (f" ({extra})" if extra else "")
+        )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -161,5 +200,3 @@ def _emit(as_json: bool, job: Job, status: str, info: dict[str, object] | None, 
         record["scales"] = {str(s): str(p) for s, p in job.scales.items()}
     record.update(info or {})
     out.print(json.dumps(record), markup=False, highlight=False)
-
-

@@ -9,8 +9,9 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from .. import weights as w
-from ..registry import get_variant
+from mimocli import weights as w
+from mimocli.registry import get_variant
+
 from . import app, err, fail_on_error, out
 
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)
@@ -22,8 +23,13 @@ CacheDir = typer.Option(None, "--cache-dir", help="Weights cache (default: $MIMO
 def byte_progress(quiet: bool = False):  # type: ignore[no-untyped-def]
     """A rich download bar on stderr and the callback that feeds it."""
     progress = Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        console=err, transient=True, disable=quiet or not err.is_terminal,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
     )
     task = progress.add_task("weights", total=None)
 
