@@ -98,7 +98,7 @@ def free_memory(device: torch.device) -> int:
 
 def auto_tile(device: torch.device, dtype: torch.dtype, fraction: float = 0.5) -> int:
     """The largest square tile side (multiple of 4) whose activations fit ``fraction`` of free memory."""
-    per_px = BYTES_PER_PIXEL_FP32 * (2 if dtype == torch.float32 else 1)
+    per_px = BYTES_PER_PIXEL_FP32 if dtype == torch.float32 else BYTES_PER_PIXEL_FP32 // 2
     side = math.isqrt(int(free_memory(device) * fraction) // per_px)
     return max(MIN_TILE, round_down(side))
 

@@ -213,3 +213,30 @@ def test_real_subprocess(pics, tiny_weights, tmp_path):
     assert subprocess.run(
         [sys.executable, "-m", "mimocli", "--version"], capture_output=True, text=True
     ).stdout.startswith("mimo ")
+
+
+def test_variant_that_does_not_fit_the_weights_warns(pics, tiny_weights):
+    r = run("deblur", pics / "a.png", "-w", tiny_weights, "--variant", "base")
+    assert r.exit_code == 0 and "1 blocks per level, not mimo-unet" in r.stderr
+    r = run("deblur", pics / "b.jpg", "-w", tiny_weights)
+    assert r.exit_code == 0 and "Warning" not in r.stderr
+
+
+def test_interrupted_run_leaves_no_partial_output(tmp_path, tiny_weights):
+    """Ctrl-C in the middle of a long run: no file under the output name, no temporary left."""
+    import signal
+    import time
+
+    big = write_image(tmp_path / "big.png", photo(1024, 1536))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mimocli", "deblur", str(big), "-w", str(tiny_weights), "--tile", "64", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["big.png", "tiny.safetensors"]

@@ -127,8 +127,9 @@ def test_devices_and_precisions():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA was requested"):
             resolve_device("cuda:1")
-    assert auto_tile(torch.device("cpu"), torch.float32) % 4 == 0
-    assert auto_tile(torch.device("cpu"), torch.float32) >= 64
+    full = auto_tile(torch.device("cpu"), torch.float32)
+    assert full % 4 == 0 and full >= 64
+    assert auto_tile(torch.device("cpu"), torch.bfloat16) >= full  # half the bytes per pixel
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn
 
 from mimocli import __version__
 from mimocli.errors import MimoError
@@ -32,6 +33,18 @@ def report(error: MimoError | str, quiet: bool = False) -> None:
     else:
         text = error
     err.print(f"[bold red]Error:[/bold red] {text}", markup=True, highlight=False, soft_wrap=True)
+
+
+def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progress:
+    """A transient bar on stderr, only on a terminal and never with --quiet."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        *columns,
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    )
 
 
 @contextmanager

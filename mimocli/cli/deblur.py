@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.engine import PRECISIONS, Deblurrer
 from mimocli.errors import ImageError, OutputError
@@ -16,7 +17,7 @@ from mimocli.paths import Job, plan_jobs
 from mimocli.registry import DEFAULT_VARIANT, get_variant
 from mimocli.weights import load_model
 
-from . import app, err, fail_on_error, out, report, warnings_to_stderr
+from . import app, err, fail_on_error, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
 
 
@@ -44,8 +45,8 @@ def deblur(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (never an input)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output already exists."),
-    variant: str = typer.Option(
-        DEFAULT_VARIANT,
+    variant: str | None = typer.Option(
+        None,
         "--variant",
         "-m",
         help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
@@ -88,7 +89,7 @@ def deblur(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="-o") from None
     with fail_on_error():
-        v = get_variant(variant)
+        v = get_variant(variant or DEFAULT_VARIANT)
         for job in jobs:
             format_for(job.output)  # an output name we cannot encode is a usage error for all
     sources = {j.input.resolve() for j in jobs}
@@ -97,15 +98,7 @@ def deblur(
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     deblurrer: Deblurrer | None = None
     with warnings_to_stderr(quiet):
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=quiet or not err.is_terminal,
-        )
+        progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
         with progress:
             files_task = progress.add_task("files", total=len(jobs))
             tiles_task = progress.add_task("tiles", total=None, visible=False)
@@ -123,6 +116,13 @@ def deblur(
                             dl, update = byte_progress(quiet)
                             with dl:
                                 model = load_model(v.name, "cpu", weights, cache_dir, update)
+                            if variant and model.num_res != v.num_res:
+                                warnings.warn(
+                                    f"--weights hold a MIMO-UNet with {model.num_res} blocks per level, not "
+                                    f"{v.name}; the weights decide",
+                                    UserWarning,
+                                    stacklevel=1,
+                                )
                             deblurrer = Deblurrer(
                                 model, device, precision, tile_value, tile_overlap, ensemble or v.ensemble
                             )

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import DownloadColumn, TransferSpeedColumn
 from rich.table import Table
 
 from mimocli import weights as w
 from mimocli.registry import get_variant
 
-from . import app, err, fail_on_error, out
+from . import app, err, fail_on_error, out, progress_bar
 
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
@@ -22,15 +22,7 @@ CacheDir = typer.Option(None, "--cache-dir", help="Weights cache (default: $MIMO
 
 def byte_progress(quiet: bool = False):  # type: ignore[no-untyped-def]
     """A rich download bar on stderr and the callback that feeds it."""
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
-    )
+    progress = progress_bar(DownloadColumn(), TransferSpeedColumn(), quiet=quiet)
     task = progress.add_task("weights", total=None)
 
     def update(done: int, total: int | None) -> None:
