@@ -83,9 +83,9 @@ def free_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    if device.type == "mps":
-        mps = torch.mps
-        return int(mps.recommended_max_memory() - mps.driver_allocated_memory())
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        # Unified memory: what Metal recommends for one process, less what it already holds.
+        return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
     try:
         with open("/proc/meminfo") as f:
             for line in f:

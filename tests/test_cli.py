@@ -240,3 +240,25 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, tiny_weights):
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["big.png", "tiny.safetensors"]
+
+
+@pytest.mark.shared
+def test_real_photos_with_upstream_keyed_weights(shared, tmp_path):
+    """Real files from ../shared: odd height (429) and an RGBA PNG; weights in upstream layout."""
+    weights = shared / "reference" / "mimo_unet_random.safetensors"
+    inputs = [
+        shared / "data/photos/gc_motion0065.png",
+        shared / "data/pairs/gopro_crop256_000008/blur.png",
+    ]
+    r = run("deblur", *inputs, "-o", tmp_path, "-w", weights, "--json", "--save-scales", "--tile", "256")
+    assert r.exit_code == 0, r.output
+    for src, line in zip(inputs, r.stdout.splitlines(), strict=True):
+        rec = json.loads(line)
+        before, after = read_image(src).pixels, read_image(rec["output"]).pixels
+        assert after.shape == before.shape and after.dtype == before.dtype
+        if before.shape[2] == 4:
+            assert np.array_equal(after[:, :, 3], before[:, :, 3])
+        assert read_image(rec["scales"]["0.25"]).pixels.shape[:2] == (
+            -(-before.shape[0] // 4),
+            -(-before.shape[1] // 4),
+        )
