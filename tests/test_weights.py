@@ -277,3 +277,32 @@ def test_local_safetensors_used_as_is(tiny_weights):
     save_file({"conv.weight": torch.zeros(2)}, bad)
     with pytest.raises(WeightsError, match="not a MIMO-UNet"):
         load_model(weights=bad)
+
+
+def test_cache_location_default_env_and_flag(monkeypatch, tmp_path):
+    assert cache_dir() == tmp_path / "home" / "hf" / "hub" / "mimocli"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hubcache"))
+    assert cache_dir() == tmp_path / "hubcache" / "mimocli"
+    monkeypatch.setenv("MIMO_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    assert cache_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_import_to_cache_dir_then_deblur_offline(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mimocli.cli import app
+    from mimocli.images import write_image
+
+    from .conftest import photo
+
+    ckpt = tmp_path / "MIMO-UNet.pkl"
+    torch.save({"model": MIMOUNet(8).state_dict(), "epoch": 1}, ckpt)
+    cache = tmp_path / "c"
+    runner = CliRunner()
+    assert runner.invoke(app, ["weights", "import", str(ckpt), "--cache-dir", str(cache)]).exit_code == 0
+    assert (cache / "mimo-unet.safetensors").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached weights need no network
+    write_image(tmp_path / "p.png", photo(32, 32))
+    r = runner.invoke(app, ["deblur", str(tmp_path / "p.png"), "-m", "base", "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
