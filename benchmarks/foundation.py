@@ -8,6 +8,7 @@ Run: python benchmarks/foundation.py [--repeats 3] [--big]   (--big adds the 400
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import subprocess
