@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mimocli.engine import DIHEDRAL, Deblurrer, auto_tile, resolve_device, resolve_precision
+from mimocli.engine import DIHEDRAL, Deblurrer, auto_tile, choose_tile, resolve_device, resolve_precision
 from mimocli.errors import DeviceError
 
 from .conftest import photo, tiny_model
@@ -130,6 +130,9 @@ def test_devices_and_precisions():
     full = auto_tile(torch.device("cpu"), torch.float32)
     assert full % 4 == 0 and full >= 64
     assert auto_tile(torch.device("cpu"), torch.bfloat16) >= full  # half the bytes per pixel
+    cpu = torch.device("cpu")
+    assert choose_tile(cpu, torch.float32, 720, 1280) == full  # a 720p photo runs whole if it fits
+    assert choose_tile(cpu, torch.float32, 3000, 4000) == min(full, 512)
 
 
 @pytest.mark.gpu
