@@ -7,21 +7,18 @@ all metadata; OpenCV handles 16-bit colour, which Pillow would reduce to 8 bits.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import struct
-import tempfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import write_bytes_atomic
 from .errors import ImageError, OutputError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
@@ -242,37 +239,6 @@ def _png_add_chunks(png: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
-    """Write through a hidden temporary file beside ``path``, renamed over it only on success.
-
-    An error or interrupt leaves nothing under ``path``. Raises OutputError when the folder
-    cannot be written.
-    """
-    folder = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write to {folder} ({e.strerror})", "check the folder's permissions") from e
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should look like any file
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_image(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -285,7 +251,4 @@ def write_image(
     Raises OutputError for an unknown extension or an unwritable folder.
     """
     p = Path(path)
-    data = encode_image(pixels, format_for(p), exif, icc, quality)
-    with atomic_write(p) as f:
-        f.write(data)
-    return p
+    return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality))

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -28,9 +27,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .arch import MIMOUNet
+from .atomic import write_bytes_atomic
 from .errors import DownloadError, IntegrityError, OfflineError, WeightsError
 from .registry import Variant, detect_variant, get_variant
 
@@ -165,19 +165,7 @@ def _write_record(path: Path, **info: Any) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **info,
     }
-    _atomic_text(_record_path(path), json.dumps(record, indent=1) + "\n")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(_record_path(path), (json.dumps(record, indent=1) + "\n").encode())
 
 
 # -- reading state dicts ----------------------------------------------------------------------
@@ -232,24 +220,15 @@ def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights")
     return model.eval(), variant
 
 
-def convert(src: Path, dest: Path, **info: Any) -> Variant:
-    """Read a foreign checkpoint, check it builds a MIMO-UNet, write it as safetensors to ``dest``
-    atomically and record its size and sha256. Raises WeightsError when it is not one."""
-    sd = read_state_dict(src)
-    _, variant = build_model(sd, str(src))
+def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path, **info: Any) -> Path:
+    """Write a state dict that ``build_model`` accepted as safetensors to ``dest``, atomically,
+    and record its size and sha256 beside it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    try:
-        tensors = {k: v.contiguous() for k, v in sd.items()}
-        save_file(tensors, tmp, metadata={"format": "pt", "architecture": "MIMOUNet", "num_res": str(variant.num_res)})
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    meta = {"format": "pt", "architecture": "MIMOUNet", "num_res": str(variant.num_res)}
+    write_bytes_atomic(dest, save(tensors, metadata=meta))
     _write_record(dest, num_res=variant.num_res, **info)
-    return variant
+    return dest
 
 
 # -- downloads --------------------------------------------------------------------------------
@@ -496,14 +475,16 @@ def download_weights(
                 download_url(gdrive_url(source.removeprefix("gdrive://")), raw, entry.sha256, entry.size, on_progress)
             else:
                 raw = hf_download(source)
+            sd = read_state_dict(raw)
+            _, variant = build_model(sd, source)
             expected = get_variant(entry.architecture).num_res
-            got = detect_variant(read_state_dict(raw)).num_res
-            if got != expected:
+            if variant.num_res != expected:
                 raise IntegrityError(
-                    f"{source}: holds a MIMO-UNet with {got} blocks, but {entry.key} has {expected}",
+                    f"{source}: holds a MIMO-UNet with {variant.num_res} blocks, but {entry.key} has {expected}",
                     "the published file has changed; report it, or pass --weights PATH",
                 )
-            convert(raw, dest, source=source, source_sha256=sha256_file(raw), source_size=raw.stat().st_size)
+            info = {"source": source, "source_sha256": sha256_file(raw), "source_size": raw.stat().st_size}
+            convert(sd, variant, dest, **info)
             if raw.parent == root / "downloads":
                 raw.unlink()
             return dest
@@ -540,7 +521,7 @@ def import_weights(
         with contextlib.suppress(IntegrityError):
             if verify_cached(dest).get("source_sha256") == digest:
                 return dest, detected  # converted once already
-    convert(p, dest, source=str(p.resolve()), source_sha256=digest, source_size=p.stat().st_size)
+    convert(sd, detected, dest, source=str(p.resolve()), source_sha256=digest, source_size=p.stat().st_size)
     return dest, detected
 
 

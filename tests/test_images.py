@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
+from mimocli.atomic import atomic_write
 from mimocli.errors import ImageError, OutputError
-from mimocli.images import atomic_write, encode_image, read_image, write_image
+from mimocli.images import encode_image, read_image, write_image
 
 from .conftest import photo
 

@@ -1,0 +1,49 @@
+"""Atomic file writes: a hidden temporary file beside the target, renamed over it on success."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from .errors import OutputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """Write through a hidden temporary file beside ``path``, renamed over it only on success.
+
+    An error or interrupt leaves nothing under ``path``. Raises OutputError when the folder
+    cannot be written.
+    """
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write to {folder} ({e.strerror})", "check the folder's permissions") from e
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should look like any file
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
