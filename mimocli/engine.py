@@ -209,7 +209,7 @@ class Deblurrer:
             return [a / len(DIHEDRAL) for a in acc]
 
     def _infer(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x: (1,3,h,w) on the device, h,w multiples of 4 -> 3 float32 outputs, coarse to fine."""
+        """x: (B,3,h,w) on the device, h,w multiples of 4 -> 3 float32 outputs, coarse to fine."""
         outs = self._forward(x, self.dtype)
         if self.dtype != torch.float32 and not all(bool(torch.isfinite(o).all()) for o in outs):
             self.fp32_fallbacks += 1
@@ -222,7 +222,7 @@ class Deblurrer:
         return outs
 
     def run_tensor(self, x: torch.Tensor, on_progress: ProgressFn | None = None) -> tuple[list[torch.Tensor], int, int]:
-        """x: (1,3,H,W) float in [0,1] -> ([1/4, 1/2, full] float32 CPU tensors, unclamped,
+        """x: (B,3,H,W) float in [0,1] -> ([1/4, 1/2, full] float32 CPU tensors, unclamped,
         cropped to ceil(H/s) x ceil(W/s)), number of tiles, tile side used (0: untiled).
 
         Retries with tiles half the size when the device runs out of memory.
@@ -267,7 +267,7 @@ class Deblurrer:
             if on_progress:
                 on_progress(1, 1)
             return outs, 1
-        acc = [torch.zeros(1, 3, hp // s, wp // s) for s in SCALES]
+        acc = [torch.zeros(xp.shape[0], 3, hp // s, wp // s) for s in SCALES]
         weight = [torch.zeros(1, 1, hp // s, wp // s) for s in SCALES]
         for i, t in enumerate(grid):
             patch = xp[..., t.y : t.y + t.h, t.x : t.x + t.w].to(self.device)
@@ -281,6 +281,14 @@ class Deblurrer:
         return [a / wsum for a, wsum in zip(acc, weight, strict=True)], total
 
     # -- arrays -------------------------------------------------------------------------------
+    def frames(self, batch: np.ndarray) -> list[np.ndarray]:
+        """batch: (B,H,W,3) uint8/uint16 video frames of one size -> [full, 1/2, 1/4] arrays of the
+        same dtype, (B,ceil(H/s),ceil(W/s),3). One forward pass per tile for the whole batch."""
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / _max_value(batch.dtype)
+        outs, _tiles, _tile = self.run_tensor(x)
+        arrays = [_to_frames(o, batch.dtype) for o in outs]
+        return arrays[::-1]
+
     def __call__(self, image: np.ndarray, on_progress: ProgressFn | None = None) -> DeblurResult:
         """image: (H,W), (H,W,1..4) uint8/uint16/float in [0,1] -> DeblurResult in the same layout.
 
@@ -353,9 +361,14 @@ def to_tensor(color: np.ndarray) -> torch.Tensor:
     return (t / scale).permute(2, 0, 1).unsqueeze(0)
 
 
-def from_tensor(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """(1,C,H,W) float -> (H,W,C) clamped to [0,1] and, for integer dtypes, rounded (not truncated)."""
-    arr = t.squeeze(0).permute(1, 2, 0).clamp(0, 1).numpy()
+def _to_frames(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(B,C,H,W) float -> (B,H,W,C) clamped, and rounded for integer dtypes."""
+    arr = t.permute(0, 2, 3, 1).clamp(0, 1).numpy()
     if np.issubdtype(dtype, np.integer):
         return np.rint(arr * _max_value(dtype)).astype(dtype)
     return arr.astype(dtype)
+
+
+def from_tensor(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(1,C,H,W) float -> (H,W,C) clamped to [0,1] and, for integer dtypes, rounded (not truncated)."""
+    return _to_frames(t, dtype)[0]

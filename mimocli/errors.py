@@ -41,3 +41,7 @@ class OfflineError(WeightsError):
 
 class DeviceError(MimoError):
     """The requested device or precision is not available here."""
+
+
+class VideoError(MimoError):
+    """A video cannot be read, decoded, encoded or written as asked."""

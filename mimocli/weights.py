@@ -211,7 +211,9 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
     """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
     variant = detect_variant(state_dict)
-    model = MIMOUNet(variant.num_res)
+    stem = state_dict.get("feat_extract.0.main.0.weight")
+    width = int(stem.shape[0]) if stem is not None and stem.ndim == 4 else 32  # 32 in every published model
+    model = MIMOUNet(variant.num_res, width)
     try:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as e:

@@ -16,7 +16,7 @@ from mimocli.errors import MimoError
 
 app = typer.Typer(
     name="mimo",
-    help="Remove motion blur from photos with MIMO-UNet (Cho et al., ICCV 2021).",
+    help="Remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -82,10 +82,10 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """Remove motion blur from photos with MIMO-UNet (Cho et al., ICCV 2021)."""
+    """Remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021)."""
 
 
-from . import deblur, weights  # noqa: E402,F401  (registers the commands)
+from . import deblur, video, weights  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

@@ -36,6 +36,32 @@ def parse_precision(value: str) -> str:
     return value.strip().lower()
 
 
+def make_deblurrer(
+    variant: str | None,
+    weights: str | None,
+    cache_dir: Path | None,
+    device: str,
+    precision: str,
+    tile: int | str,
+    tile_overlap: int,
+    ensemble: bool,
+    quiet: bool,
+) -> Deblurrer:
+    """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1."""
+    with fail_on_error():
+        v = get_variant(variant or DEFAULT_VARIANT)
+        dl, update = byte_progress(quiet)
+        with dl:
+            model = load_model(v.name, "cpu", weights, cache_dir, update)
+        if variant and model.num_res != v.num_res:
+            warnings.warn(
+                f"--weights hold a MIMO-UNet with {model.num_res} blocks per level, not {v.name}; the weights decide",
+                UserWarning,
+                stacklevel=1,
+            )
+        return Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble)
+
+
 @app.command()
 def deblur(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
@@ -89,7 +115,7 @@ def deblur(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="-o") from None
     with fail_on_error():
-        v = get_variant(variant or DEFAULT_VARIANT)
+        get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
         for job in jobs:
             format_for(job.output)  # an output name we cannot encode is a usage error for all
     sources = {j.input.resolve() for j in jobs}
@@ -112,20 +138,9 @@ def deblur(
                         continue
                     image = read_image(job.input, max_pixels)
                     if deblurrer is None:
-                        with fail_on_error():
-                            dl, update = byte_progress(quiet)
-                            with dl:
-                                model = load_model(v.name, "cpu", weights, cache_dir, update)
-                            if variant and model.num_res != v.num_res:
-                                warnings.warn(
-                                    f"--weights hold a MIMO-UNet with {model.num_res} blocks per level, not "
-                                    f"{v.name}; the weights decide",
-                                    UserWarning,
-                                    stacklevel=1,
-                                )
-                            deblurrer = Deblurrer(
-                                model, device, precision, tile_value, tile_overlap, ensemble or v.ensemble
-                            )
+                        deblurrer = make_deblurrer(
+                            variant, weights, cache_dir, device, precision, tile_value, tile_overlap, ensemble, quiet
+                        )
 
                     def on_tiles(done: int, total: int) -> None:
                         progress.update(tiles_task, completed=done, total=total, visible=total > 1)

@@ -1,0 +1,175 @@
+"""`mimo video IN OUT`: deblur a video frame by frame, keeping its sound, subtitles and timing."""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import typer
+from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from mimocli.errors import MimoError
+from mimocli.video import DEFAULT_CHECKPOINT, VideoOptions, WorkDir, deblur_video
+
+from . import app, err, out, progress_bar, report, warnings_to_stderr
+from .deblur import make_deblurrer, parse_precision, parse_tile
+
+_TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
+
+
+def parse_time(value: str | None) -> float | None:
+    """Seconds from 12.5, 1:02.5 or 1:02:03."""
+    if value is None:
+        return None
+    m = _TIME.match(value.strip())
+    if not m:
+        raise typer.BadParameter(f"{value!r}: use seconds (12.5), MM:SS or HH:MM:SS")
+    parts = [p for p in m.groups() if p is not None]
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + float(p)
+    return seconds
+
+
+def parse_fps(value: str | None) -> Fraction | None:
+    if value is None:
+        return None
+    try:
+        fps = Fraction(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use a number such as 24, 29.97 or 30000/1001") from None
+    if fps <= 0:
+        raise typer.BadParameter(f"{value!r}: the frame rate must be positive")
+    return fps.limit_denominator(1001 * 1000)
+
+
+class FpsColumn(ProgressColumn):
+    """Frames per second of this run (frames a resumed run reused do not count)."""
+
+    def __init__(self, first: list[int]) -> None:
+        super().__init__()
+        self.first = first
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        done = task.completed - (self.first[0] if self.first else 0)
+        if elapsed <= 0 or done <= 0:
+            return Text("-- fps", style="progress.data.speed")
+        return Text(f"{done / elapsed:.2f} fps", style="progress.data.speed")
+
+
+@app.command()
+def video(
+    input: Path = typer.Argument(..., help="Video file, or a folder of frames.", show_default=False),
+    output: Path = typer.Argument(
+        ..., help="Output video (.mp4 .mkv .mov .webm), or with --frames a folder.", show_default=False
+    ),
+    variant: str | None = typer.Option(
+        None, "--variant", "-m", help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, ..."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."
+    ),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Weights cache (default: <HF cache>/mimocli)."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option(
+        "auto", "--precision", "-p", callback=parse_precision, help="auto, fp32, bf16, fp16."
+    ),
+    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
+    tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1, help="Frames per forward pass."),
+    codec: str | None = typer.Option(
+        None, "--codec", "-c", help="h264, hevc, vp9, av1, ffv1, prores... Default: h264 (.webm: vp9)."
+    ),
+    crf: int | None = typer.Option(
+        None, "--crf", min=0, max=63, help="Constant quality; lower is better. Default: h264 18, hevc 20, vp9 24."
+    ),
+    preset: str | None = typer.Option(None, "--preset", help="Encoder speed: x264/x265 names (slow...), vp9 0..8."),
+    pix_fmt: str | None = typer.Option(
+        None, "--pix-fmt", help="Pixel format, e.g. yuv420p, yuv444p, yuv420p10le. Default: the input's."
+    ),
+    start: str | None = typer.Option(None, "--start", help="Start of the segment to process: seconds or HH:MM:SS."),
+    end: str | None = typer.Option(None, "--end", help="End of the segment (exclusive): seconds or HH:MM:SS."),
+    save_scales: bool = typer.Option(
+        False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (OUT_x0.5.mp4, OUT_x0.25.mp4)."
+    ),
+    frames: bool = typer.Option(False, "--frames", help="Write OUTPUT as a folder of PNG frames."),
+    fps: str | None = typer.Option(None, "--fps", help="Frame rate of a folder-of-frames input (default 25)."),
+    checkpoint: int = typer.Option(
+        DEFAULT_CHECKPOINT, "--checkpoint", min=1, help="Frames per checkpoint: the most an interruption loses."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output or interrupted run."),
+    repair: bool = typer.Option(
+        False, "--repair", help="Replace undecodable frames with the previous frame instead of stopping."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, summary or warnings."),
+) -> None:
+    """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
+    tile_value = parse_tile(tile)
+    options = VideoOptions(
+        codec=codec,
+        crf=crf,
+        preset=preset,
+        pix_fmt=pix_fmt,
+        batch=batch,
+        start=parse_time(start),
+        end=parse_time(end),
+        save_scales=save_scales,
+        frames=frames,
+        fps=parse_fps(fps),
+        checkpoint=checkpoint,
+        resume=resume,
+        overwrite=overwrite,
+        repair=repair,
+    )
+    if resume and overwrite:
+        raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
+    deblurrer = make_deblurrer(
+        variant, weights, cache_dir, device, precision, tile_value, tile_overlap, ensemble, quiet
+    )
+    with warnings_to_stderr(quiet):
+        first: list[int] = []
+        progress = progress_bar(
+            MofNCompleteColumn(), FpsColumn(first), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet
+        )
+        task = progress.add_task(f"[bold]{input.name}", total=None)
+
+        def on_progress(done: int, total: int | None) -> None:
+            if not first:
+                first.append(done)
+                progress.reset(task, completed=done, total=total)
+            progress.update(task, completed=done, total=total)
+
+        try:
+            with progress:
+                summary = deblur_video(input, output, deblurrer, options, on_progress)
+        except MimoError as e:
+            report(e)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            work = WorkDir(output)
+            kept = f"; the finished part is kept in {work.path}: run again with --resume" if work.exists() else ""
+            err.print(f"[bold red]Interrupted[/bold red]: {output} was not written{kept}")
+            raise typer.Exit(130) from None
+    if as_json:
+        out.print(json.dumps(summary.to_dict()), markup=False, highlight=False)
+    else:
+        out.print(str(output))
+    if not quiet:
+        extra = []
+        if summary.resumed:
+            extra.append(f"{summary.resumed} resumed")
+        if summary.repaired:
+            extra.append(f"{summary.repaired} repaired")
+        if summary.streams_copied:
+            extra.append(f"{summary.streams_copied} other stream(s) copied")
+        err.print(
+            f"Deblurred {summary.deblurred} of {summary.frames} frame(s) in {summary.seconds:.1f} s "
+            f"({summary.fps:.2f} fps)" + (f"; {', '.join(extra)}" if extra else "")
+        )
