@@ -10,10 +10,12 @@ from .errors import (
     MimoError,
     OfflineError,
     OutputError,
+    VideoError,
     WeightsError,
 )
 from .images import ImageFile, read_image, write_image
 from .registry import VARIANTS, Variant, detect_variant, get_variant
+from .video import VideoOptions, VideoSummary, deblur_video
 from .weights import download_weights, import_weights, load_model, read_state_dict, resolve_weights
 
 __version__ = "0.1.0"
@@ -32,8 +34,12 @@ __all__ = [
     "OfflineError",
     "OutputError",
     "Variant",
+    "VideoError",
+    "VideoOptions",
+    "VideoSummary",
     "WeightsError",
     "__version__",
+    "deblur_video",
     "detect_variant",
     "download_weights",
     "get_variant",

@@ -75,6 +75,14 @@ SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _UNSPECIFIED = 2
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
+# Accurate rounding and full-resolution chroma: with these, YUV -> RGB -> YUV gives back the luma
+# plane exactly and no colour drifts (swscale's fast default shifts the mean by about 1 level).
+_SWS_FLAGS = (
+    av.video.reformatter.Interpolation.BICUBIC
+    | av.video.reformatter.Interpolation.ACCURATE_RND
+    | av.video.reformatter.Interpolation.FULL_CHR_H_INT
+    | av.video.reformatter.Interpolation.FULL_CHR_H_INP
+)
 _GLOBAL_HEADER_FORMAT = 0x0040  # AVFMT_GLOBALHEADER
 _GLOBAL_HEADER_CODEC = 1 << 22  # AV_CODEC_FLAG_GLOBAL_HEADER
 
@@ -178,7 +186,9 @@ class VideoSource:
         if ctx is None or not ctx.is_decoder:
             self.container.close()
             raise VideoError(f"{path}: its video codec cannot be decoded by this FFmpeg", "convert it to H.264 first")
-        self.stream.thread_type = "AUTO"
+        # Frame threads decode faster but report a damaged packet a few packets late, which
+        # would put a repaired frame at the wrong time: with --repair, slice threads only.
+        self.stream.thread_type = "SLICE" if repair else "AUTO"
         self.time_base: Fraction = self.stream.time_base or Fraction(1, 90000)
         self.width, self.height = ctx.width, ctx.height
         self.pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
@@ -252,7 +262,7 @@ class VideoSource:
                     when = f"{float(packet.pts * tb):.3f} s" if packet.pts is not None else "an unknown time"
                     if not self.repair or packet.pts is None:
                         raise VideoError(
-                            f"{self.path}: corrupt video packet at {when} ({e.strerror or e})",
+                            f"{self.path}: corrupt video packet near {when} ({e.strerror or e})",
                             "pass --repair to replace undecodable frames with the previous frame",
                         ) from None
                     heapq.heappush(lost, packet.pts)
@@ -293,6 +303,7 @@ class VideoSource:
             format="rgb48le" if self.deep else "rgb24",
             src_colorspace=self.colour.sws_matrix(self.width, self.height),
             src_color_range=self.colour.sws_range(self.pix_fmt),
+            interpolation=_SWS_FLAGS,
         )
         arr: np.ndarray = rgb.to_ndarray()
         return arr
@@ -417,6 +428,10 @@ class StreamSpec:
         """A fresh, open encoder. Raises VideoError when FFmpeg refuses the settings."""
         ctx = av.CodecContext.create(self.codec, "w")
         self.configure(ctx)
+        # One encoder thread: with x264's sliced/lookahead threads we saw a segment come out
+        # different in about one run in three under load, which would break --resume's promise
+        # of the same video. Inference, not encoding, is what limits throughput here.
+        ctx.thread_count = 1
         if self.global_header:
             ctx.flags |= _GLOBAL_HEADER_CODEC
         try:
@@ -447,6 +462,7 @@ class StreamSpec:
             format=self.pix_fmt,
             dst_colorspace=self.colour.sws_matrix(self.width, self.height),
             dst_color_range=self.colour.sws_range(self.pix_fmt),
+            interpolation=_SWS_FLAGS,
         )
         out.pts = pts
         out.time_base = self.time_base
@@ -727,7 +743,9 @@ def _fix_tile(deblurrer: Deblurrer, height: int, width: int) -> int:
     """Pin --tile auto to one size for the whole video, so every frame (and a resumed run) is
     processed alike."""
     if deblurrer.tile is None:
-        deblurrer.tile = choose_tile(deblurrer.device, deblurrer.dtype, round_up(height), round_up(width))
+        hp, wp = round_up(height), round_up(width)
+        tile = choose_tile(deblurrer.device, deblurrer.dtype, hp, wp)
+        deblurrer.tile = 0 if tile >= max(hp, wp) else tile  # 0: whole frames, whatever memory is free
     return deblurrer.tile
 
 
@@ -820,12 +838,15 @@ def _run_video(
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
+    auto_tile = deblurrer.tile is None
     tile = _fix_tile(deblurrer, source.height, source.width)
     settings = _settings(source, deblurrer, options, specs, tile)
     work = WorkDir(out_path)
     if work.exists():
         old = work.settings()
         if options.resume and old.get("version") == 1:
+            if auto_tile and isinstance(old.get("tile"), int):
+                deblurrer.tile = settings["tile"] = old["tile"]  # auto then is auto now, whatever memory is free
             diff = _diff(old, settings)
             if diff:
                 raise VideoError(
