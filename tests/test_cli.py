@@ -19,6 +19,13 @@ from .conftest import photo
 runner = CliRunner()
 
 
+def _default_sigint() -> None:
+    """A child of a shell's background job starts with SIGINT ignored; give it back Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def flat(text: str) -> str:
     """Typer draws usage errors in a box; join its wrapped lines back into one."""
     return " ".join(text.replace("│", " ").split())
@@ -233,6 +240,7 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, tiny_weights):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     time.sleep(4)
     assert proc.poll() is None, "the run finished before it could be interrupted"

@@ -27,6 +27,13 @@ from .clips import corrupt_packet, decode, identity_weights, make_clip, packets,
 runner = CliRunner()
 
 
+def _default_sigint() -> None:
+    """A child of a shell's background job starts with SIGINT ignored; give it back Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -274,6 +281,7 @@ def _mimo(*args: object) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 

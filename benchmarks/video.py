@@ -1,0 +1,73 @@
+"""End-to-end `mimo video` throughput on the real REDS clip (../shared/data/video).
+
+    python benchmarks/video.py                      # MIMO-UNet, first 12 frames, fp32, whole frames
+    python benchmarks/video.py --seconds 2 --variant plus --device cuda --precision bf16
+
+Speed does not depend on the weights' values, so without --weights the network gets random
+weights of the chosen variant. Prints frames/s end to end and the seconds spent decoding,
+in inference and encoding (the three overlap, so they can add up to more than the total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mimocli.arch import MIMOUNet
+from mimocli.engine import Deblurrer
+from mimocli.registry import get_variant
+from mimocli.video import VideoOptions, deblur_video
+from mimocli.weights import load_model
+
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "reds_020_blur_48f.mp4"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", type=Path, default=CLIP)
+    ap.add_argument("--variant", default="base")
+    ap.add_argument("--weights")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--tile", default="auto")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument(
+        "--seconds", type=float, default=0.5, help="length of the clip to process (24 fps: 0.5 s = 12 frames)"
+    )
+    args = ap.parse_args()
+
+    v = get_variant(args.variant)
+    if args.weights:
+        model = load_model(v.name, "cpu", args.weights)
+    else:
+        torch.manual_seed(0)
+        model = MIMOUNet(v.num_res)
+    tile: int | str = int(args.tile) if args.tile.isdigit() else args.tile
+    deblurrer = Deblurrer(model, args.device, args.precision, tile)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = deblur_video(
+            args.input,
+            Path(tmp) / "out.mp4",
+            deblurrer,
+            VideoOptions(batch=args.batch, end=args.seconds),
+        )
+    record = {
+        "variant": v.name,
+        "device": str(deblurrer.device),
+        "precision": str(deblurrer.dtype).removeprefix("torch."),
+        "tile": deblurrer.tile,
+        "threads": torch.get_num_threads(),
+        **{k: summary.to_dict()[k] for k in ("frames", "width", "height", "seconds", "fps")},
+        "decode_s": round(summary.decode_seconds, 2),
+        "infer_s": round(summary.infer_seconds, 2),
+        "encode_s": round(summary.encode_seconds, 2),
+    }
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
