@@ -143,7 +143,7 @@ class Colour:
     trc: int
 
     @classmethod
-    def of(cls, ctx: Any, pix_fmt: str, width: int, height: int) -> Colour:
+    def of(cls, ctx: Any) -> Colour:
         return cls(int(ctx.colorspace), int(ctx.color_range), int(ctx.color_primaries), int(ctx.color_trc))
 
     def sws_matrix(self, width: int, height: int) -> int:
@@ -193,12 +193,13 @@ class VideoSource:
         self.width, self.height = ctx.width, ctx.height
         self.pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
         self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or DEFAULT_FPS)
-        self.colour = Colour.of(ctx, self.pix_fmt, self.width, self.height)
+        self.colour = Colour.of(ctx)
         if self.width <= 0 or self.height <= 0:
             self.container.close()
             raise VideoError(f"{path}: the video stream has no picture size", "the file may be damaged")
         self.deep = _bits(self.pix_fmt) > 8
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
+        self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
 
     @property
     def total(self) -> int | None:
@@ -283,6 +284,8 @@ class VideoSource:
                         f"{f.width}x{f.height} at {float((pts or 0) * tb):.3f} s",
                         "split the video where the size changes",
                     )
+                if state["prev"] is None:
+                    self.display_matrix = _display_matrix(f)
                 state["prev"] = f
 
             def pixels(f: Any = f) -> np.ndarray:
@@ -509,7 +512,7 @@ def choose_pix_fmt(codec: str, source: str, requested: str | None, deep: bool) -
             _chroma(f) != chroma,
             av.VideoFormat(f).is_rgb,
             abs(_bits(f) - want_bits),
-            "a" in f.removeprefix("yuv")[:2],  # no alpha formats
+            f.startswith(("yuva", "gbra")),  # no alpha
         ),
     )
     best = ranked[0]
@@ -731,12 +734,16 @@ def deblur_video(
 
     started = time.perf_counter()
     source = open_source(src_path, options)
+    summary = VideoSummary(str(src_path), str(out_path), width=source.width, height=source.height)
     try:
-        if options.frames:
-            return _run_frames(source, src_path, out_path, deblurrer, options, on_progress, started)
-        return _run_video(source, src_path, out_path, deblurrer, options, on_progress, started)
+        run = _run_frames if options.frames else _run_video
+        run(source, out_path, deblurrer, options, on_progress, summary)
     finally:
         source.close()
+    summary.frames = summary.resumed + summary.deblurred
+    summary.seconds = time.perf_counter() - started
+    summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
+    return summary
 
 
 def _fix_tile(deblurrer: Deblurrer, height: int, width: int) -> int:
@@ -791,14 +798,13 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _run_video(
     source: Source,
-    src_path: Path,
     out_path: Path,
     deblurrer: Deblurrer,
     options: VideoOptions,
     on_progress: ProgressFn | None,
-    started: float,
-) -> VideoSummary:
-    summary = VideoSummary(str(src_path), str(out_path))
+    summary: VideoSummary,
+) -> None:
+    """Video out: checkpointed segments, then one mux of them and the input's other streams."""
     fmt = FORMATS[out_path.suffix.lower()]
     outputs = [out_path] + ([scale_path(out_path, s, False) for s in SCALE_NAMES] if options.save_scales else [])
     for p in outputs:
@@ -812,7 +818,7 @@ def _run_video(
         warnings.warn(note, UserWarning, stacklevel=2)
     if not even_size(pix_fmt, source.width, source.height):
         raise VideoError(
-            f"{src_path}: {source.width}x{source.height} cannot be encoded as {pix_fmt}, whose colour planes "
+            f"{summary.input}: {source.width}x{source.height} cannot be encoded as {pix_fmt}, whose colour planes "
             "need an even width and height",
             "pass --pix-fmt yuv444p to keep every pixel",
         )
@@ -863,27 +869,18 @@ def _run_video(
     else:
         work.start(settings)
 
-    done_segments = work.done()
-    skip = sum(_read_segment(work.segment(i))[0] for i in range(done_segments))
-    summary.resumed = skip
+    summary.resumed = work.frames_done()
     summary.codec, summary.pix_fmt = codec, pix_fmt
-    summary.width, summary.height = source.width, source.height
 
-    writer = _SegmentWriter(work, specs, options.checkpoint, done_segments)
-    total = source.total
-    _pipeline(source, deblurrer, options, skip, writer, summary, on_progress, total)
-    summary.frames = skip + summary.deblurred
+    writer = _SegmentWriter(work, specs, options.checkpoint, work.done())
+    _pipeline(source, deblurrer, options, summary.resumed, writer, summary, on_progress, source.total)
 
     t0 = time.perf_counter()
-    temps = _assemble(source, work, outputs, specs, writer.segments)
+    summary.streams_copied = _assemble(source, work, outputs, specs, writer.segments)
     summary.encode_seconds += time.perf_counter() - t0
-    summary.streams_copied = temps
     for s, p in zip(SCALE_NAMES, outputs[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(p)
     work.clear()
-    summary.seconds = time.perf_counter() - started
-    summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
-    return summary
 
 
 class _SegmentWriter:
@@ -1030,17 +1027,12 @@ def _pipeline(
     summary.encode_seconds += times["encode"]
 
 
-def _display_matrix(path: Path, index: int) -> list[int] | None:
-    """The display matrix (rotation/flip) the decoder attaches to the first frame, as 9 ints."""
-    with av.open(str(path)) as c:
-        stream = c.streams[index]
-        frame: Any
-        for frame in c.decode(stream):
-            sd: Any
-            for sd in frame.side_data:
-                if str(sd.type).endswith("DISPLAYMATRIX"):
-                    return list(struct.unpack("<9i", bytes(sd)[:36]))
-            return None
+def _display_matrix(frame: Any) -> list[int] | None:
+    """The display matrix (rotation/flip) the decoder attaches to a frame, as 9 ints."""
+    sd: Any
+    for sd in frame.side_data:
+        if str(sd.type).endswith("DISPLAYMATRIX"):
+            return list(struct.unpack("<9i", bytes(sd)[:36]))
     return None
 
 
@@ -1072,9 +1064,8 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
             vin = src.streams[source.stream.index]
             video.metadata.update(_tags(vin.metadata))
             video.disposition = vin.disposition
-            matrix = _display_matrix(source.path, source.stream.index)
-            if matrix:
-                video.set_display_matrix(matrix)
+            if source.display_matrix:
+                video.set_display_matrix(source.display_matrix)
             streams = _copy_streams(src, out, source, fmt)
             copied = len(streams)
             with contextlib.suppress(AttributeError, ValueError, av.error.FFmpegError):
@@ -1186,16 +1177,15 @@ class _FrameWriter:
 
 def _run_frames(
     source: Source,
-    src_path: Path,
     out_path: Path,
     deblurrer: Deblurrer,
     options: VideoOptions,
     on_progress: ProgressFn | None,
-    started: float,
-) -> VideoSummary:
+    summary: VideoSummary,
+) -> None:
     """Frames out: one PNG per frame, each written atomically, so a rerun with resume skips the
     frames already there."""
-    summary = VideoSummary(str(src_path), str(out_path), width=source.width, height=source.height, codec="png")
+    summary.codec = "png"
     folders = [out_path] + ([scale_path(out_path, s, True) for s in SCALE_NAMES] if options.save_scales else [])
     for folder in folders:
         if folder.exists() and not folder.is_dir():
@@ -1219,9 +1209,5 @@ def _run_frames(
     summary.resumed = skip
     writer = _FrameWriter(source, folders)
     _pipeline(source, deblurrer, options, skip, writer, summary, on_progress, source.total)
-    summary.frames = skip + summary.deblurred
     for s, folder in zip(SCALE_NAMES, folders[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(folder)
-    summary.seconds = time.perf_counter() - started
-    summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
-    return summary

@@ -245,7 +245,10 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, tiny_weights):
     time.sleep(4)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["big.png", "tiny.safetensors"]
 

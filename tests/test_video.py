@@ -333,7 +333,10 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130
     assert "was not written" in stderr and "--resume" in stderr
     assert not dst.exists() and WorkDir(dst).exists()
