@@ -112,6 +112,28 @@ def test_mp4_default_h264_aac_copied_and_duration_kept(tmp_path, weights):
     assert abs(stream_seconds(dst, "audio") - stream_seconds(src, "audio")) < 1e-9
 
 
+def test_mkv_attachment_is_kept(tmp_path, weights):
+    """Fonts attached to an MKV (for its subtitles) come through byte for byte."""
+    base = make_clip(tmp_path / "base.mkv", frames=3, audio=None)
+    src = tmp_path / "fonts.mkv"
+    with av.open(str(base)) as c, av.open(str(src), "w") as out:
+        v = out.add_stream_from_template(c.streams.video[0], opaque=True)
+        out.add_attachment("font.ttf", "application/x-truetype-font", b"\x00\x01font data")
+        for p in c.demux(c.streams.video[0]):
+            if p.size:
+                p.stream = v
+                out.mux(p)
+    r = run("video", src, tmp_path / "out.mkv", "-w", weights, "--quiet")
+    assert r.exit_code == 0, r.output
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        (att,) = [s for s in c.streams if s.type == "attachment"]
+        assert (att.name, att.mimetype, bytes(att.data)) == (
+            "font.ttf",
+            "application/x-truetype-font",
+            b"\x00\x01font data",
+        )
+
+
 @pytest.mark.parametrize(
     ("colour", "size", "pix_fmt"),
     [
@@ -367,8 +389,9 @@ def test_corrupt_packet_fails_clearly_or_is_repaired(tmp_path, weights):
         (lambda d: _write(d / "notes.mp4", b"not a video\n" * 50), "notes.mp4: not a video FFmpeg can read"),
         (lambda d: _audio_only(d / "song.m4a"), "song.m4a: has no video stream"),
         (lambda d: _folder(d / "emptydir"), "emptydir: holds no image files"),
+        (lambda d: _undecodable(d / "evc.nut"), "evc.nut: its video codec cannot be decoded by this FFmpeg"),
     ],
-    ids=["missing", "empty", "text", "audio-only", "empty-folder"],
+    ids=["missing", "empty", "text", "audio-only", "empty-folder", "no-decoder"],
 )
 def test_bad_inputs_one_line_and_exit_1(tmp_path, weights, make, message):
     src = make(tmp_path)
@@ -386,6 +409,21 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _folder(path: Path) -> Path:
     path.mkdir()
+    return path
+
+
+def _undecodable(path: Path) -> Path:
+    """A real NUT file holding an MPEG-5 EVC stream, a codec this FFmpeg build has no decoder for."""
+    with av.open(str(path), "w", format="nut") as out:
+        s = out.add_mux_stream("evc", rate=24, width=64, height=48)
+        s.time_base = Fraction(1, 1000)
+        for i in range(3):
+            p = av.Packet(b"\x00\x00\x00\x10" + bytes(16))
+            p.pts = p.dts = i * 42
+            p.time_base = Fraction(1, 1000)
+            p.is_keyframe = True
+            p.stream = s
+            out.mux(p)
     return path
 
 
