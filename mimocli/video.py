@@ -746,6 +746,9 @@ def deblur_video(
     return summary
 
 
+MANIFEST_VERSION = 2  # 2: channels_last and compile joined the settings
+
+
 def _fix_tile(deblurrer: Deblurrer, height: int, width: int) -> int:
     """Pin --tile auto to one size for the whole video, so every frame (and a resumed run) is
     processed alike."""
@@ -761,14 +764,12 @@ def _settings(
 ) -> dict[str, Any]:
     """Everything the output's bytes depend on; a resumed run must match it."""
     return {
-        "version": 1,
+        "version": MANIFEST_VERSION,
         "input": _fingerprint(source),
         "model": model_fingerprint(deblurrer.model),
-        "device": deblurrer.device.type,
-        "precision": str(deblurrer.dtype).removeprefix("torch."),
+        **deblurrer.settings,
         "tile": tile,
         "tile_overlap": deblurrer.tile_overlap,
-        "ensemble": deblurrer.ensemble,
         "batch": options.batch,
         "checkpoint": options.checkpoint,
         "start": options.start,
@@ -850,7 +851,12 @@ def _run_video(
     work = WorkDir(out_path)
     if work.exists():
         old = work.settings()
-        if options.resume and old.get("version") == 1:
+        if options.resume and old.get("version") != MANIFEST_VERSION:
+            raise VideoError(
+                f"{out_path}: the interrupted run in {work.path} was made by another version of mimocli",
+                "pass --overwrite to start over",
+            )
+        if options.resume:
             if auto_tile and isinstance(old.get("tile"), int):
                 deblurrer.tile = settings["tile"] = old["tile"]  # auto then is auto now, whatever memory is free
             diff = _diff(old, settings)

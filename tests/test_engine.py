@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -7,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from mimocli.engine import DIHEDRAL, Deblurrer, auto_tile, choose_tile, resolve_device, resolve_precision
+from mimocli.arch import MIMOUNet
+from mimocli.engine import (
+    DIHEDRAL,
+    Deblurrer,
+    auto_tile,
+    choose_tile,
+    cpu_has_native_bf16,
+    resolve_device,
+    resolve_precision,
+)
 from mimocli.errors import DeviceError
 
 from .conftest import photo, tiny_model
@@ -117,7 +127,8 @@ def test_out_of_memory_retries_with_smaller_tiles():
 def test_devices_and_precisions():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    native = cpu_has_native_bf16()
+    assert resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
     assert resolve_precision("auto", torch.device("mps")) == torch.float32
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(DeviceError, match="unknown precision"):
@@ -143,3 +154,31 @@ def test_cuda_matches_cpu():
     for precision in ("fp32", "auto"):
         got = Deblurrer(tiny_model(), "cuda", precision, tile=64, tile_overlap=16)(img).image.astype(int)
         assert np.abs(got - ref).mean() < 2
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl\n")
+    assert not cpu_has_native_bf16(str(info))  # AVX-512 alone: oneDNN would only emulate bf16
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16(str(info))
+    info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_has_native_bf16(str(info))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+
+
+def test_fast_path_switches_agree_with_the_plain_path():
+    """channels-last and bf16 (the CPU defaults) stay within 1e-2 relative error of plain fp32."""
+    img = photo(96, 128)
+    torch.manual_seed(3)
+    model = MIMOUNet(2, 16)
+    plain = Deblurrer(copy.deepcopy(model), "cpu", "fp32", tile=0, channels_last=False)
+    assert not plain.channels_last and plain.settings["precision"] == "fp32"
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    ref = plain.run_tensor(x)[0][2]
+    for precision, tol in (("fp32", 1e-5), ("bf16", 1e-2)):
+        fast = Deblurrer(copy.deepcopy(model), "cpu", precision, tile=0, channels_last=True)
+        got = fast.run_tensor(x)[0][2]
+        assert float((got - ref).norm() / ref.norm()) < tol, precision
+    # uint8 input scaled on the device equals float input scaled on the host
+    assert torch.equal(plain.run_tensor(x)[0][2], plain.run_tensor(x.float() / 255)[0][2])

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn
+from rich.table import Table
 
 from mimocli import __version__
 from mimocli.errors import MimoError
@@ -24,6 +25,15 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+WIDE = 160  # columns for tables when stdout is a file or a pipe, so that they never wrap
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout at the terminal's width, or WIDE columns into a file or pipe."""
+    console = out if out.is_terminal else Console(highlight=False, width=WIDE)
+    console.print(table)
 
 
 def report(error: MimoError | str, quiet: bool = False) -> None:
@@ -85,7 +95,7 @@ def _root(
     """Remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021)."""
 
 
-from . import deblur, video, weights  # noqa: E402,F401  (registers the commands)
+from . import bench, deblur, evaluate, video, weights  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

@@ -7,17 +7,18 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
 import typer
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-from mimocli.engine import PRECISIONS, Deblurrer
+from mimocli.engine import Deblurrer
 from mimocli.errors import ImageError, OutputError
 from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
 from mimocli.paths import Job, plan_jobs
 from mimocli.registry import DEFAULT_VARIANT, get_variant
 from mimocli.weights import load_model
 
-from . import app, err, fail_on_error, out, progress_bar, report, warnings_to_stderr
+from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
 
 
@@ -30,12 +31,6 @@ def parse_tile(value: str) -> int | str:
     raise typer.BadParameter(f"{value!r}: use auto, 0 (no tiling) or a size in pixels such as 512")
 
 
-def parse_precision(value: str) -> str:
-    if value.strip().lower() not in PRECISIONS:
-        raise typer.BadParameter(f"{value!r}: use one of {', '.join(PRECISIONS)}")
-    return value.strip().lower()
-
-
 def make_deblurrer(
     variant: str | None,
     weights: str | None,
@@ -46,8 +41,13 @@ def make_deblurrer(
     tile_overlap: int,
     ensemble: bool,
     quiet: bool,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    threads: int = 0,
 ) -> Deblurrer:
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1."""
+    if threads:
+        torch.set_num_threads(threads)
     with fail_on_error():
         v = get_variant(variant or DEFAULT_VARIANT)
         dl, update = byte_progress(quiet)
@@ -59,7 +59,7 @@ def make_deblurrer(
                 UserWarning,
                 stacklevel=1,
             )
-        return Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble)
+        return Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
 
 
 @app.command()
@@ -71,26 +71,14 @@ def deblur(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (never an input)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output already exists."),
-    variant: str | None = typer.Option(
-        None,
-        "--variant",
-        "-m",
-        help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
-    ),
-    weights: str | None = typer.Option(
-        None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."
-    ),
-    cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."
-    ),
-    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        "-p",
-        callback=parse_precision,
-        help="auto (half on CUDA, fp32 elsewhere), fp32, bf16, fp16.",
-    ),
+    variant: str | None = options.VARIANT,
+    weights: str | None = options.WEIGHTS,
+    cache_dir: Path | None = options.CACHE_DIR,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
+    channels_last: bool | None = options.CHANNELS_LAST,
+    compile: bool | None = options.compile_option("off"),
+    threads: int = options.THREADS,
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
@@ -139,7 +127,18 @@ def deblur(
                     image = read_image(job.input, max_pixels)
                     if deblurrer is None:
                         deblurrer = make_deblurrer(
-                            variant, weights, cache_dir, device, precision, tile_value, tile_overlap, ensemble, quiet
+                            variant,
+                            weights,
+                            cache_dir,
+                            device,
+                            precision,
+                            tile_value,
+                            tile_overlap,
+                            ensemble,
+                            quiet,
+                            channels_last,
+                            bool(compile),
+                            threads,
                         )
 
                     def on_tiles(done: int, total: int) -> None:

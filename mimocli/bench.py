@@ -1,0 +1,308 @@
+"""Speed as data: time the network the way `mimo deblur` and `mimo video` run it, beside the plain
+eager float32 NCHW baseline (how the authors' code runs), and return results; never prints.
+
+Every timing is bracketed by a device synchronisation, warm-up calls are excluded, and both paths
+do the same work: 8-bit frames in host memory in, 8-bit frames in host memory out.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .arch import MIMOUNet
+from .engine import Deblurrer, resolve_device, to_frames
+from .registry import Variant
+from .tiling import pad_to_multiple
+from .video import VideoOptions, VideoSummary, deblur_video
+
+ProgressFn = Callable[[str], None]
+PIXELS_720P = 1280 * 720
+
+
+@dataclass
+class BenchResult:
+    """One configuration at one size. Times are per frame (a batch's time divided by its size)."""
+
+    variant: str
+    mode: str  # "baseline" (eager fp32 NCHW) or "fast" (what mimocli runs by default)
+    device: str
+    precision: str
+    channels_last: bool
+    compiled: bool
+    width: int
+    height: int
+    batch: int
+    warmup: int
+    iters: int
+    warmup_seconds: float  # all warm-up calls, compilation included
+    median_ms: float
+    p90_ms: float
+    fps: float
+    tflops: float  # achieved TFLOP/s: the counted work of a frame divided by the median time
+    peak_memory_mb: float  # CUDA: peak allocated; CPU: peak growth of the resident set
+    speedup: float | None = None  # baseline median / this median, measured in the same run
+    rel_error: float | None = None  # ||fast - baseline|| / ||baseline|| on the full-scale output
+    psnr_db: float | None = None  # between the fast and baseline full-scale outputs, in [0, 1]
+    times_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def random_model(num_res: int, seed: int = 0) -> MIMOUNet:
+    """A MIMO-UNet with seeded random weights: it costs exactly what the published weights do."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MIMOUNet(num_res).eval()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation, as numpy's default."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def tflop_per_frame(variant: Variant, width: int, height: int) -> float:
+    """Counted work of one frame: the variant's TFLOP at 1280x720 scaled by pixels."""
+    return variant.tflop_per_720p * width * height / PIXELS_720P
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class MemoryMeter:
+    """Peak memory of what runs inside ``with``: CUDA's allocator peak, or on the CPU the peak
+    growth of this process's resident set, sampled every 2 ms from /proc (ru_maxrss elsewhere)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss() - self._start)
+
+    def __enter__(self) -> MemoryMeter:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        elif self.device.type == "mps":
+            self._start = torch.mps.current_allocated_memory()
+        else:
+            self._start = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif self.device.type == "mps":
+            self.peak = max(self.peak, torch.mps.driver_allocated_memory() - self._start)
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss() - self._start)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> tuple[float, list[float]]:
+    """Seconds for ``warmup`` calls together, then seconds of each of ``iters`` calls, each
+    bracketed by device synchronisations."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    warm = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        synchronize(device)
+        t = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t)
+    return warm, times
+
+
+def sample_frames(width: int, height: int, batch: int, image: np.ndarray | None = None) -> np.ndarray:
+    """(batch,H,W,3) uint8 frames: ``image`` tiled and cropped to the size, or seeded noise."""
+    if image is None:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    img = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    if img.dtype != np.uint8:
+        img = np.rint(img.astype(np.float64) / np.iinfo(img.dtype).max * 255).astype(np.uint8)
+    reps = (math.ceil(height / img.shape[0]), math.ceil(width / img.shape[1]), 1)
+    frame = np.tile(img, reps)[:height, :width]
+    return np.ascontiguousarray(np.broadcast_to(frame, (batch, height, width, 3)))
+
+
+def _baseline_fn(model: nn.Module, device: torch.device, frames: np.ndarray, keep: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """The upstream way: float32 NCHW tensors, eager, under no_grad; same 8-bit in and out."""
+
+    def run() -> None:
+        with torch.no_grad():
+            x = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).contiguous().float() / 255
+            h, w = x.shape[-2:]
+            out = model(pad_to_multiple(x))[2][..., :h, :w]
+            keep["baseline"] = out
+            to_frames(out, np.dtype(np.uint8))
+
+    return run
+
+
+def _fast_fn(deblurrer: Deblurrer, frames: np.ndarray, keep: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
+    """Exactly Deblurrer.frames, keeping the float output for the error figures."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+    def run() -> None:
+        outs, _, _ = deblurrer.run_tensor(x, keep_on_device=True)
+        keep["fast"] = outs[2]
+        for o in outs:
+            to_frames(o, np.dtype(np.uint8))
+
+    return run
+
+
+def _result(
+    variant: Variant,
+    mode: str,
+    d: Deblurrer | None,
+    device: torch.device,
+    width: int,
+    height: int,
+    batch: int,
+    warmup: int,
+    warm: float,
+    times: list[float],
+    peak: int,
+) -> BenchResult:
+    per_frame = [t / batch * 1000 for t in times]
+    median = statistics.median(per_frame)
+    return BenchResult(
+        variant=variant.name,
+        mode=mode,
+        device=str(device),
+        precision="fp32" if d is None else str(d.settings["precision"]),
+        channels_last=False if d is None else d.channels_last,
+        compiled=False if d is None else d.compiled,
+        width=width,
+        height=height,
+        batch=batch,
+        warmup=warmup,
+        iters=len(times),
+        warmup_seconds=round(warm, 3),
+        median_ms=median,
+        p90_ms=percentile(per_frame, 90),
+        fps=1000 / median,
+        tflops=tflop_per_frame(variant, width, height) / (median / 1000),
+        peak_memory_mb=peak / 2**20,
+        times_ms=per_frame,
+    )
+
+
+def bench_model(
+    model: nn.Module,
+    variant: Variant,
+    width: int,
+    height: int,
+    device: str = "auto",
+    precision: str = "auto",
+    batch: int = 1,
+    warmup: int = 1,
+    iters: int = 5,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    tile: int | str = 0,
+    baseline: bool = True,
+    image: np.ndarray | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[BenchResult]:
+    """Time ``model`` on (batch, height, width) frames: the baseline first (unless ``baseline`` is
+    False), then the fast path configured as given. The fast result carries the speed-up and the
+    error against the baseline when both ran. The model is copied, never changed.
+
+    Raises ValueError for sizes below 4 pixels, batch, warmup or iters out of range; DeviceError
+    for an unavailable device or precision.
+    """
+    if width < 4 or height < 4:
+        raise ValueError(f"size {width}x{height} is too small (at least 4x4)")
+    if batch < 1 or iters < 1 or warmup < 0:
+        raise ValueError("batch and iters must be >= 1 and warmup >= 0")
+    dev = resolve_device(device)
+    frames = sample_frames(width, height, batch, image)
+    keep: dict[str, torch.Tensor] = {}
+    results = []
+    if baseline:
+        if on_progress:
+            on_progress(f"{variant.name} {width}x{height} baseline")
+        base_model = copy.deepcopy(model).eval().float().to(dev)
+        with MemoryMeter(dev) as mem:
+            warm, times = time_calls(_baseline_fn(base_model, dev, frames, keep), dev, warmup, iters)
+        results.append(_result(variant, "baseline", None, dev, width, height, batch, warmup, warm, times, mem.peak))
+        keep["baseline"] = keep["baseline"].float().cpu()
+        del base_model
+    if on_progress:
+        on_progress(f"{variant.name} {width}x{height} fast")
+    d = Deblurrer(copy.deepcopy(model), dev, precision, tile, channels_last=channels_last, compile=compile)
+    with MemoryMeter(dev) as mem:
+        warm, times = time_calls(_fast_fn(d, frames, keep), dev, warmup, iters)
+    fast = _result(variant, "fast", d, dev, width, height, batch, warmup, warm, times, mem.peak)
+    if baseline:
+        ref, got = keep["baseline"], keep["fast"].float().cpu()
+        fast.speedup = results[0].median_ms / fast.median_ms
+        fast.rel_error = float((got - ref).norm() / ref.norm())
+        mse = float(((got.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
+        fast.psnr_db = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    results.append(fast)
+    return results
+
+
+def bench_video(
+    path: str | os.PathLike[str],
+    deblurrer: Deblurrer,
+    options: VideoOptions = VideoOptions(),  # noqa: B008  (frozen)
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> VideoSummary:
+    """Run the whole `mimo video` pipeline on ``path`` into a temporary file that is then deleted;
+    the summary splits the time into decode, inference and encode.
+
+    Raises what deblur_video raises (VideoError for a bad input).
+    """
+    src = Path(path)
+    suffix = src.suffix if src.is_file() else ".mkv"
+    with tempfile.TemporaryDirectory(prefix="mimo-bench-") as tmp:
+        out = Path(tmp) / f"bench{suffix}"
+        opts = dataclasses.replace(options, overwrite=True, resume=False)
+        return deblur_video(src, out, deblurrer, opts, on_progress)

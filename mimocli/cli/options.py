@@ -1,0 +1,53 @@
+"""Options that several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mimocli.engine import PRECISIONS
+
+
+def parse_precision(value: str) -> str:
+    if value.strip().lower() not in PRECISIONS:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(PRECISIONS)}")
+    return value.strip().lower()
+
+
+VARIANT = typer.Option(
+    None,
+    "--variant",
+    "-m",
+    help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
+)
+WEIGHTS = typer.Option(
+    None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."
+)
+CACHE_DIR: Path | None = typer.Option(
+    None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."
+)
+DEVICE = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")
+PRECISION = typer.Option(
+    "auto",
+    "--precision",
+    "-p",
+    callback=parse_precision,
+    help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32; fp32 on MPS), fp32, bf16, fp16.",
+)
+CHANNELS_LAST = typer.Option(
+    None,
+    "--channels-last/--no-channels-last",
+    help="NHWC activations (faster with oneDNN and cuDNN). Default: on for CPU and CUDA.",
+    show_default=False,
+)
+THREADS = typer.Option(0, "--threads", min=0, help="CPU threads for the network; 0: one per physical core.")
+
+
+def compile_option(default_help: str) -> bool | None:
+    return typer.Option(  # type: ignore[no-any-return]
+        None,
+        "--compile/--no-compile",
+        help=f"torch.compile the network: pays over many frames of one size. Default: {default_help}.",
+        show_default=False,
+    )
