@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def sample_frames(width: int, height: int, batch: int, image: np.ndarray | None 
         img = np.rint(img.astype(np.float64) / np.iinfo(img.dtype).max * 255).astype(np.uint8)
     reps = (math.ceil(height / img.shape[0]), math.ceil(width / img.shape[1]), 1)
     frame = np.tile(img, reps)[:height, :width]
-    return np.ascontiguousarray(np.broadcast_to(frame, (batch, height, width, 3)))
+    return np.stack([frame] * batch)  # a writable copy
 
 
 def _baseline_fn(model: nn.Module, device: torch.device, frames: np.ndarray, keep: dict[str, torch.Tensor]):  # type: ignore[no-untyped-def]
@@ -243,15 +243,16 @@ def bench_model(
     warmup: int = 1,
     iters: int = 5,
     channels_last: bool | None = None,
-    compile: bool = False,
+    compile: bool | Sequence[bool] = False,
     tile: int | str = 0,
     baseline: bool = True,
     image: np.ndarray | None = None,
     on_progress: ProgressFn | None = None,
 ) -> list[BenchResult]:
     """Time ``model`` on (batch, height, width) frames: the baseline first (unless ``baseline`` is
-    False), then the fast path configured as given. The fast result carries the speed-up and the
-    error against the baseline when both ran. The model is copied, never changed.
+    False), then the fast path configured as given, once per value when ``compile`` is a sequence
+    such as (False, True). Each fast result carries the speed-up and the error against the
+    baseline when it ran. The model is copied, never changed.
 
     Raises ValueError for sizes below 4 pixels, batch, warmup or iters out of range; DeviceError
     for an unavailable device or precision.
@@ -273,19 +274,21 @@ def bench_model(
         results.append(_result(variant, "baseline", None, dev, width, height, batch, warmup, warm, times, mem.peak))
         keep["baseline"] = keep["baseline"].float().cpu()
         del base_model
-    if on_progress:
-        on_progress(f"{variant.name} {width}x{height} fast")
-    d = Deblurrer(copy.deepcopy(model), dev, precision, tile, channels_last=channels_last, compile=compile)
-    with MemoryMeter(dev) as mem:
-        warm, times = time_calls(_fast_fn(d, frames, keep), dev, warmup, iters)
-    fast = _result(variant, "fast", d, dev, width, height, batch, warmup, warm, times, mem.peak)
-    if baseline:
-        ref, got = keep["baseline"], keep["fast"].float().cpu()
-        fast.speedup = results[0].median_ms / fast.median_ms
-        fast.rel_error = float((got - ref).norm() / ref.norm())
-        mse = float(((got.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
-        fast.psnr_db = math.inf if mse == 0 else 10 * math.log10(1 / mse)
-    results.append(fast)
+    for compiled in (compile,) if isinstance(compile, bool) else compile:
+        if on_progress:
+            on_progress(f"{variant.name} {width}x{height} fast" + (" compiled" if compiled else ""))
+        d = Deblurrer(copy.deepcopy(model), dev, precision, tile, channels_last=channels_last, compile=compiled)
+        with MemoryMeter(dev) as mem:
+            warm, times = time_calls(_fast_fn(d, frames, keep), dev, warmup, iters)
+        fast = _result(variant, "fast", d, dev, width, height, batch, warmup, warm, times, mem.peak)
+        if baseline:
+            ref, got = keep["baseline"], keep["fast"].float().cpu()
+            fast.speedup = results[0].median_ms / fast.median_ms
+            fast.rel_error = float((got - ref).norm() / ref.norm())
+            mse = float(((got.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
+            fast.psnr_db = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+        results.append(fast)
+        del d
     return results
 
 

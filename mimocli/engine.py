@@ -147,6 +147,15 @@ def is_oom(error: BaseException) -> bool:
     )
 
 
+# compile="auto" compiles once a run holds this many pixels in all. CPU, measured at 1280x720 on
+# 2 cores (benchmarks/fast_path.py --compile): compiling took 14-21 s and then saved 0.73 s per
+# MIMO-UNet frame and 2.2 s per MIMO-UNet+ frame, so it pays after about 20 frames of 720p; the
+# threshold asks for 2.5 times that. CUDA: not yet measured here; compiling with CUDA graphs
+# takes tens of seconds and saves a few milliseconds per frame, so only long videos (about 2,000
+# frames of 720p) qualify. MPS: never (inductor's MPS backend is young).
+COMPILE_MIN_PIXELS = {"cpu": 50 * 1280 * 720, "cuda": 2000 * 1280 * 720}
+
+
 # The eight symmetries of the square (4 rotations x optional flip), each with its inverse.
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     x = torch.rot90(x, k, dims=(-2, -1))
@@ -181,7 +190,9 @@ class Deblurrer:
     ``channels_last``: NHWC activations, which oneDNN and cuDNN run faster; None: on for CPU and CUDA.
     ``compile``: torch.compile the network (weights frozen into the graph on CPU, CUDA graphs on
     CUDA). It pays only over many calls of one shape (video): the first call of each new shape
-    compiles, which takes tens of seconds. A compiler failure falls back to eager with a warning.
+    compiles, which takes tens of seconds. "auto" leaves the choice to ``plan``, which a caller
+    that knows its workload (deblur_video) calls. A compiler failure falls back to eager with a
+    warning.
     """
 
     def __init__(
@@ -193,7 +204,7 @@ class Deblurrer:
         tile_overlap: int = DEFAULT_OVERLAP,
         ensemble: bool = False,
         channels_last: bool | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -220,10 +231,22 @@ class Deblurrer:
         self.tile_overlap = tile_overlap
         self.ensemble = ensemble
         self.fp32_fallbacks = 0
-        self.compile = compile
+        if isinstance(compile, str) and compile != "auto":
+            raise ValueError(f"compile must be True, False or 'auto', not {compile!r}")
+        self.compile: bool | str = compile
         self._compiled: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
-        if compile:
+        if compile is True:
             self._compiled = _compile(self.model, self.device)
+
+    def plan(self, frames: int | None, height: int, width: int) -> bool:
+        """Settle compile="auto" for a run of ``frames`` images of one size: compile when the
+        pixels to process repay the compile time. Returns whether the network is compiled."""
+        if self.compile == "auto":
+            budget = COMPILE_MIN_PIXELS.get(self.device.type)
+            self.compile = bool(budget and frames and frames * height * width >= budget)
+            if self.compile:
+                self._compiled = _compile(self.model, self.device)
+        return self.compiled
 
     @property
     def compiled(self) -> bool:

@@ -182,3 +182,64 @@ def test_fast_path_switches_agree_with_the_plain_path():
         assert float((got - ref).norm() / ref.norm()) < tol, precision
     # uint8 input scaled on the device equals float input scaled on the host
     assert torch.equal(plain.run_tensor(x)[0][2], plain.run_tensor(x.float() / 255)[0][2])
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def broken(model, **kwargs):
+        def run(x):
+            raise RuntimeError("no working C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = torch.from_numpy(photo(32, 48)).permute(2, 0, 1)[None]
+    d = Deblurrer(tiny_model(), "cpu", "fp32", tile=0, compile=True)
+    assert d.compiled and d.settings["compile"] is True
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*running eager"):
+        got = d.run_tensor(x)[0][2]
+    assert not d.compiled
+    assert torch.equal(got, Deblurrer(tiny_model(), "cpu", "fp32", tile=0).run_tensor(x)[0][2])
+
+
+@pytest.mark.slow
+def test_compiled_network_matches_eager():
+    """A real torch.compile (inductor, weights frozen) gives what eager gives, batch and all."""
+    frames = np.stack([photo(32, 48), photo(32, 48, seed=1)])
+    eager = Deblurrer(tiny_model(), "cpu", "fp32", tile=0).frames(frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
+        d = Deblurrer(tiny_model(), "cpu", "fp32", tile=0, compile=True)
+        got = d.frames(frames)
+        again = d.frames(frames[::-1].copy())
+    assert d.compiled
+    for a, b in zip(eager, got, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.array_equal(again[0][0], got[0][1])
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_matches_cpu_fp32():
+    """CUDA defaults (bf16, channels-last, integer frames through pinned memory), compiled or not."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    frames = np.stack([photo(64, 96), photo(64, 96, seed=1)])
+    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0).frames(frames)
+    for compile in (False, True):
+        d = Deblurrer(tiny_model(), "cuda", "auto", tile=0, compile=compile)
+        got = d.frames(frames)
+        assert d.compiled == compile
+        for a, b in zip(ref, got, strict=True):
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
+
+
+def test_auto_compile_is_settled_by_the_workload():
+    d = Deblurrer(tiny_model(), "cpu", "fp32", compile="auto")
+    assert not d.compiled and d.settings["compile"] == "auto"
+    assert not d.plan(20, 720, 1280)  # 20 frames of 720p: compiling would not pay
+    assert d.settings["compile"] is False
+    d = Deblurrer(tiny_model(), "cpu", "fp32", compile="auto")
+    assert d.plan(200, 720, 1280) and d.compiled and d.settings["compile"] is True
+    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile="auto").plan(None, 720, 1280)  # unknown length
+    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile=False).plan(10**6, 720, 1280)
+    with pytest.raises(ValueError, match="compile must be"):
+        Deblurrer(tiny_model(), "cpu", compile="yes")

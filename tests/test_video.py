@@ -209,6 +209,12 @@ def test_encoder_options(tmp_path, weights):
     assert r.exit_code == 0, r.output
     _, _, first = decode(tmp_path / "q.mkv")
     assert first.format.name == "yuv444p"
+    # the encoder's own threads (the default on a GPU): a whole, decodable video
+    src = make_clip(tmp_path / "in12.mp4", frames=12, audio=None)
+    r = run("video", src, tmp_path / "t.mp4", "-w", weights, "--quiet", "--encoder-threads", "0", "--checkpoint", "5")
+    assert r.exit_code == 0, r.output
+    pts, frames, _ = decode(tmp_path / "t.mp4")
+    assert len(pts) == 12 and pts == sorted(pts)
 
 
 # -- segments, scales, folders -------------------------------------------------------------------

@@ -22,7 +22,7 @@ from mimocli.video import VideoOptions
 from mimocli.weights import load_model
 
 from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
-from .video import compile_by_default, parse_time
+from .video import parse_time
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 
@@ -99,7 +99,7 @@ def bench(
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed calls first (compilation happens here)."),
     iters: int = typer.Option(5, "--iters", "-n", min=1, help="Timed calls; median and p90 over them."),
     channels_last: bool | None = options.CHANNELS_LAST,
-    compile: bool | None = options.compile_option("on for CUDA"),
+    compile: bool | None = options.compile_option("off; with --video as for mimo video"),
     threads: int = options.THREADS,
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Also time the eager fp32 NCHW baseline for the speed-up."
@@ -127,10 +127,19 @@ def bench(
     frame_sizes = [parse_size(s) for s in sizes]
     with fail_on_error():
         chosen = variants_for(variant)
-        use_compile = compile_by_default(device) if compile is None else compile
     if video is not None:
         _bench_video(
-            video, chosen[0], weights, device, precision, channels_last, use_compile, batch, duration, as_json, quiet
+            video,
+            chosen[0],
+            weights,
+            device,
+            precision,
+            channels_last,
+            "auto" if compile is None else compile,
+            batch,
+            duration,
+            as_json,
+            quiet,
         )
         return
     pixels = None
@@ -158,7 +167,7 @@ def bench(
                             warmup,
                             iters,
                             channels_last,
-                            use_compile,
+                            bool(compile),
                             0,
                             baseline,
                             pixels,
@@ -189,7 +198,7 @@ def _bench_video(
     device: str,
     precision: str,
     channels_last: bool | None,
-    compile: bool,
+    compile: bool | str,
     batch: int,
     duration: str | None,
     as_json: bool,

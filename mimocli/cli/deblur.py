@@ -42,7 +42,7 @@ def make_deblurrer(
     ensemble: bool,
     quiet: bool,
     channels_last: bool | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
     threads: int = 0,
 ) -> Deblurrer:
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1."""

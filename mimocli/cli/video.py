@@ -11,7 +11,6 @@ import typer
 from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from mimocli.engine import resolve_device
 from mimocli.errors import MimoError
 from mimocli.video import DEFAULT_CHECKPOINT, VideoOptions, WorkDir, deblur_video
 
@@ -47,15 +46,6 @@ def parse_fps(value: str | None) -> Fraction | None:
     return fps.limit_denominator(1001 * 1000)
 
 
-def compile_by_default(device: str) -> bool:
-    """Video compiles on CUDA, where fusing and CUDA graphs pay back the compile time within
-    seconds of footage; on CPU it gained 8% for 27 s of compiling (640x360, 2 cores)."""
-    try:
-        return resolve_device(device).type == "cuda"
-    except MimoError:
-        return False  # make_deblurrer reports the bad device
-
-
 class FpsColumn(ProgressColumn):
     """Frames per second of this run (frames a resumed run reused do not count)."""
 
@@ -83,7 +73,7 @@ def video(
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
     channels_last: bool | None = options.CHANNELS_LAST,
-    compile: bool | None = options.compile_option("on for CUDA"),
+    compile: bool | None = options.compile_option("auto: when the video is long enough to repay it"),
     threads: int = options.THREADS,
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
@@ -114,6 +104,13 @@ def video(
     repair: bool = typer.Option(
         False, "--repair", help="Replace undecodable frames with the previous frame instead of stopping."
     ),
+    encoder_threads: int | None = typer.Option(
+        None,
+        "--encoder-threads",
+        min=0,
+        help="Encoder threads; 0: FFmpeg's choice. Default: 1 with CPU inference (bit-exact --resume), else 0.",
+        show_default=False,
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, summary or warnings."),
 ) -> None:
@@ -134,6 +131,7 @@ def video(
         resume=resume,
         overwrite=overwrite,
         repair=repair,
+        encoder_threads=encoder_threads,
     )
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
@@ -148,7 +146,7 @@ def video(
         ensemble,
         quiet,
         channels_last,
-        compile_by_default(device) if compile is None else compile,
+        "auto" if compile is None else compile,
         threads,
     )
     with warnings_to_stderr(quiet):
