@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mimocli.bench import bench_model, random_model
+from mimocli.bench import BenchCase, bench_suite, random_model
 from mimocli.images import read_image
 from mimocli.registry import get_variant
 
@@ -37,14 +37,12 @@ def main() -> None:
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     image = read_image(FRAME).pixels if FRAME.exists() else None
-    rows = []
+    cases = []
     for name in args.variants.split(","):
         v = get_variant(name)
-        model = random_model(v.num_res)
-        compile = (False, True) if args.compile else False
-        rows += bench_model(
-            model, v, width, height, args.device, warmup=args.warmup, iters=args.iters, compile=compile, image=image
-        )
+        cases.append(BenchCase(random_model(v.num_res), v, width, height))
+    compile = (False, True) if args.compile else False
+    rows = bench_suite(cases, args.device, warmup=args.warmup, iters=args.iters, compile=compile, image=image)
     frame = FRAME.name if image is not None else "noise"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, frame: {frame}")
     print(
@@ -54,6 +52,7 @@ def main() -> None:
     for r in rows:
         path = "eager fp32 NCHW" if r.mode == "baseline" else f"{r.precision} {'NHWC' if r.channels_last else 'NCHW'}"
         path += " compiled" if r.compiled else ""
+        path += " reuse-memory" if r.reuse_memory else ""
         print(
             f"| {r.variant} | {path} | {r.median_ms:.0f} | {r.p90_ms:.0f} | {r.fps:.3f} | {r.tflops:.3f} | "
             f"{r.peak_memory_mb:.0f} | {r.speedup or 1:.2f}x | "

@@ -8,6 +8,7 @@ do the same work: 8-bit frames in host memory in, 8-bit frames in host memory ou
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import math
 import os
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from .arch import MIMOUNet
-from .engine import Deblurrer, resolve_device, to_frames
+from .engine import Deblurrer, freed_memory_reused, resolve_device, reuse_freed_memory, to_frames
 from .registry import Variant
 from .tiling import pad_to_multiple
 from .video import VideoOptions, VideoSummary, deblur_video
@@ -46,6 +47,7 @@ class BenchResult:
     precision: str
     channels_last: bool
     compiled: bool
+    reuse_memory: bool  # glibc kept freed memory for reuse (CPU)
     width: int
     height: int
     batch: int
@@ -56,7 +58,7 @@ class BenchResult:
     p90_ms: float
     fps: float
     tflops: float  # achieved TFLOP/s: the counted work of a frame divided by the median time
-    peak_memory_mb: float  # CUDA: peak allocated; CPU: peak growth of the resident set
+    peak_memory_mb: float  # CUDA: peak allocated; CPU: peak of malloc's bytes in use (mallinfo2)
     speedup: float | None = None  # baseline median / this median, measured in the same run
     rel_error: float | None = None  # ||fast - baseline|| / ||baseline|| on the full-scale output
     psnr_db: float | None = None  # between the fast and baseline full-scale outputs, in [0, 1]
@@ -90,9 +92,35 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _mallinfo2() -> Callable[[], int] | None:
+    """Bytes that glibc's malloc has handed out and not taken back (all arenas), or None."""
+    if sys.platform != "linux":
+        return None
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or glibc before 2.33
+        return None
+    fn.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = fn()
+        return int(info.uordblks + info.hblkhd)
+
+    return in_use
+
+
 class MemoryMeter:
-    """Peak memory of what runs inside ``with``: CUDA's allocator peak, or on the CPU the peak
-    growth of this process's resident set, sampled every 2 ms from /proc (ru_maxrss elsewhere)."""
+    """Peak memory of what runs inside ``with``: CUDA's allocator peak, or on the CPU the peak of
+    the bytes malloc has handed out (glibc's mallinfo2, which counts memory that is reused as
+    well as memory that is new), sampled every 2 ms; elsewhere the peak growth of the resident
+    set."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -100,6 +128,7 @@ class MemoryMeter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._in_use = _mallinfo2() or self._rss
 
     def _rss(self) -> int:
         try:
@@ -111,7 +140,7 @@ class MemoryMeter:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self._rss() - self._start)
+            self.peak = max(self.peak, self._in_use() - self._start)
 
     def __enter__(self) -> MemoryMeter:
         if self.device.type == "cuda":
@@ -120,7 +149,7 @@ class MemoryMeter:
         elif self.device.type == "mps":
             self._start = torch.mps.current_allocated_memory()
         else:
-            self._start = self._rss()
+            self._start = self._in_use()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
@@ -133,7 +162,7 @@ class MemoryMeter:
         elif self._thread is not None:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self.peak, self._rss() - self._start)
+            self.peak = max(self.peak, self._in_use() - self._start)
 
 
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> tuple[float, list[float]]:
@@ -200,14 +229,13 @@ def _result(
     mode: str,
     d: Deblurrer | None,
     device: torch.device,
-    width: int,
-    height: int,
-    batch: int,
+    frames: np.ndarray,
     warmup: int,
     warm: float,
     times: list[float],
     peak: int,
 ) -> BenchResult:
+    batch, height, width = frames.shape[:3]
     per_frame = [t / batch * 1000 for t in times]
     median = statistics.median(per_frame)
     return BenchResult(
@@ -217,6 +245,7 @@ def _result(
         precision="fp32" if d is None else str(d.settings["precision"]),
         channels_last=False if d is None else d.channels_last,
         compiled=False if d is None else d.compiled,
+        reuse_memory=device.type == "cpu" and freed_memory_reused(),
         width=width,
         height=height,
         batch=batch,
@@ -232,63 +261,151 @@ def _result(
     )
 
 
-def bench_model(
+@dataclass
+class Baseline:
+    """A baseline's figures and its full-scale output, for the fast paths to compare against."""
+
+    result: BenchResult
+    output: torch.Tensor
+
+
+def _check(width: int, height: int, batch: int, warmup: int, iters: int) -> None:
+    if width < 4 or height < 4:
+        raise ValueError(f"size {width}x{height} is too small (at least 4x4)")
+    if batch < 1 or iters < 1 or warmup < 0:
+        raise ValueError("batch and iters must be >= 1 and warmup >= 0")
+
+
+def bench_baseline(
     model: nn.Module,
     variant: Variant,
     width: int,
     height: int,
-    device: str = "auto",
+    device: str | torch.device = "auto",
+    batch: int = 1,
+    warmup: int = 1,
+    iters: int = 5,
+    image: np.ndarray | None = None,
+) -> Baseline:
+    """Time the eager fp32 NCHW baseline on (batch, height, width) frames. The model is copied.
+
+    Run baselines before ``reuse_freed_memory``: after it, they too run faster than the
+    authors' code would (their result says so in ``reuse_memory``).
+    Raises ValueError for bad sizes or counts, DeviceError for an unavailable device.
+    """
+    _check(width, height, batch, warmup, iters)
+    dev = resolve_device(device)
+    frames = sample_frames(width, height, batch, image)
+    keep: dict[str, torch.Tensor] = {}
+    base_model = copy.deepcopy(model).eval().float().to(dev)
+    with MemoryMeter(dev) as mem:
+        warm, times = time_calls(_baseline_fn(base_model, dev, frames, keep), dev, warmup, iters)
+    result = _result(variant, "baseline", None, dev, frames, warmup, warm, times, mem.peak)
+    return Baseline(result, keep["baseline"].float().cpu())
+
+
+def bench_fast(
+    model: nn.Module,
+    variant: Variant,
+    width: int,
+    height: int,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch: int = 1,
+    warmup: int = 1,
+    iters: int = 5,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    tile: int | str = 0,
+    image: np.ndarray | None = None,
+    baseline: Baseline | None = None,
+) -> BenchResult:
+    """Time the Deblurrer as configured (exactly Deblurrer.frames) on the same frames as
+    bench_baseline; with ``baseline``, add the speed-up and the error against it.
+
+    Raises ValueError for bad sizes or counts, DeviceError for an unavailable device or precision.
+    """
+    _check(width, height, batch, warmup, iters)
+    frames = sample_frames(width, height, batch, image)
+    keep: dict[str, torch.Tensor] = {}
+    d = Deblurrer(copy.deepcopy(model), device, precision, tile, channels_last=channels_last, compile=compile)
+    with MemoryMeter(d.device) as mem:
+        warm, times = time_calls(_fast_fn(d, frames, keep), d.device, warmup, iters)
+    fast = _result(variant, "fast", d, d.device, frames, warmup, warm, times, mem.peak)
+    if baseline is not None:
+        ref, got = baseline.output, keep["fast"].float().cpu()
+        fast.speedup = baseline.result.median_ms / fast.median_ms
+        fast.rel_error = float((got - ref).norm() / ref.norm())
+        mse = float(((got.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
+        fast.psnr_db = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    return fast
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    model: nn.Module
+    variant: Variant
+    width: int
+    height: int
+
+
+def bench_suite(
+    cases: Sequence[BenchCase],
+    device: str | torch.device = "auto",
     precision: str = "auto",
     batch: int = 1,
     warmup: int = 1,
     iters: int = 5,
     channels_last: bool | None = None,
     compile: bool | Sequence[bool] = False,
-    tile: int | str = 0,
     baseline: bool = True,
     image: np.ndarray | None = None,
+    reuse_memory: bool = True,
     on_progress: ProgressFn | None = None,
 ) -> list[BenchResult]:
-    """Time ``model`` on (batch, height, width) frames: the baseline first (unless ``baseline`` is
-    False), then the fast path configured as given, once per value when ``compile`` is a sequence
-    such as (False, True). Each fast result carries the speed-up and the error against the
-    baseline when it ran. The model is copied, never changed.
+    """Every case's baseline first (in a process whose allocator is untouched, as the authors'
+    code runs), then, on CPU with ``reuse_memory``, ``reuse_freed_memory()``, then the fast path
+    of each case, once per value when ``compile`` is a sequence such as (False, True).
+    Results come grouped by case: its baseline, then its fast rows.
 
-    Raises ValueError for sizes below 4 pixels, batch, warmup or iters out of range; DeviceError
-    for an unavailable device or precision.
+    Raises ValueError for bad sizes or counts, DeviceError for an unavailable device or precision.
     """
-    if width < 4 or height < 4:
-        raise ValueError(f"size {width}x{height} is too small (at least 4x4)")
-    if batch < 1 or iters < 1 or warmup < 0:
-        raise ValueError("batch and iters must be >= 1 and warmup >= 0")
+    for c in cases:
+        _check(c.width, c.height, batch, warmup, iters)
     dev = resolve_device(device)
-    frames = sample_frames(width, height, batch, image)
-    keep: dict[str, torch.Tensor] = {}
-    results = []
+    base: dict[int, Baseline] = {}
     if baseline:
-        if on_progress:
-            on_progress(f"{variant.name} {width}x{height} baseline")
-        base_model = copy.deepcopy(model).eval().float().to(dev)
-        with MemoryMeter(dev) as mem:
-            warm, times = time_calls(_baseline_fn(base_model, dev, frames, keep), dev, warmup, iters)
-        results.append(_result(variant, "baseline", None, dev, width, height, batch, warmup, warm, times, mem.peak))
-        keep["baseline"] = keep["baseline"].float().cpu()
-        del base_model
-    for compiled in (compile,) if isinstance(compile, bool) else compile:
-        if on_progress:
-            on_progress(f"{variant.name} {width}x{height} fast" + (" compiled" if compiled else ""))
-        d = Deblurrer(copy.deepcopy(model), dev, precision, tile, channels_last=channels_last, compile=compiled)
-        with MemoryMeter(dev) as mem:
-            warm, times = time_calls(_fast_fn(d, frames, keep), dev, warmup, iters)
-        fast = _result(variant, "fast", d, dev, width, height, batch, warmup, warm, times, mem.peak)
-        if baseline:
-            ref, got = keep["baseline"], keep["fast"].float().cpu()
-            fast.speedup = results[0].median_ms / fast.median_ms
-            fast.rel_error = float((got - ref).norm() / ref.norm())
-            mse = float(((got.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
-            fast.psnr_db = math.inf if mse == 0 else 10 * math.log10(1 / mse)
-        results.append(fast)
-        del d
+        for i, c in enumerate(cases):
+            if on_progress:
+                on_progress(f"{c.variant.name} {c.width}x{c.height} baseline")
+            base[i] = bench_baseline(c.model, c.variant, c.width, c.height, dev, batch, warmup, iters, image)
+    if dev.type == "cpu" and reuse_memory:
+        reuse_freed_memory()
+    results = []
+    for i, c in enumerate(cases):
+        if i in base:
+            results.append(base[i].result)
+        for compiled in (compile,) if isinstance(compile, bool) else compile:
+            if on_progress:
+                on_progress(f"{c.variant.name} {c.width}x{c.height} fast" + (" compiled" if compiled else ""))
+            results.append(
+                bench_fast(
+                    c.model,
+                    c.variant,
+                    c.width,
+                    c.height,
+                    dev,
+                    precision,
+                    batch,
+                    warmup,
+                    iters,
+                    channels_last,
+                    compiled,
+                    0,
+                    image,
+                    base.get(i),
+                )
+            )
     return results
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 
 import numpy as np
@@ -28,6 +29,7 @@ def test_bench_json_is_consistent_with_itself():
     assert (base["mode"], fast["mode"]) == ("baseline", "fast")
     assert base["precision"] == "fp32" and not base["channels_last"] and not base["compiled"]
     assert fast["channels_last"]  # the CPU default
+    assert fast["reuse_memory"] == (platform.libc_ver()[0] == "glibc")
     work = 1.79 * 64 * 48 / (1280 * 720)  # TFLOP per frame at this size
     for r in (base, fast):
         assert (r["width"], r["height"], r["batch"], r["iters"], r["warmup"]) == (64, 48, 1, 3, 1)
@@ -45,7 +47,7 @@ def test_bench_json_is_consistent_with_itself():
 
 
 def test_bench_variants_batches_and_no_baseline():
-    info = _bench_json("--variant", "all", "--no-baseline", "--batch", "2", "--precision", "fp32")
+    info = _bench_json("--variant", "all", "--no-baseline", "--batch", "2", "--precision", "fp32", "--no-compile")
     rows = info["results"]
     assert [(r["variant"], r["mode"]) for r in rows] == [("mimo-unet", "fast"), ("mimo-unet-plus", "fast")]
     assert all(r["batch"] == 2 and r["precision"] == "fp32" and r["speedup"] is None for r in rows)
@@ -122,3 +124,17 @@ def test_sample_frames_and_random_model():
     assert np.array_equal(sample_frames(8, 8, 1, (img.astype(np.uint16) * 257))[0, :2, :3], img)
     a, b = random_model(1), random_model(1)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_reuse_memory_switch_in_a_fresh_process():
+    """Process-wide allocator settings can only be seen from a process of their own."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "mimocli", "bench", "--device", "cpu", "--size", "32x32", "--iters", "1", "--json"]
+    for flag, expected in (("--no-reuse-memory", False), ("--reuse-memory", platform.libc_ver()[0] == "glibc")):
+        done = subprocess.run([*args, flag], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        base, fast = json.loads(done.stdout)["results"]
+        assert base["reuse_memory"] is False  # the baseline always runs as the authors' code would
+        assert fast["reuse_memory"] is expected

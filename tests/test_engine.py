@@ -243,3 +243,26 @@ def test_auto_compile_is_settled_by_the_workload():
     assert not Deblurrer(tiny_model(), "cpu", "fp32", compile=False).plan(10**6, 720, 1280)
     with pytest.raises(ValueError, match="compile must be"):
         Deblurrer(tiny_model(), "cpu", compile="yes")
+
+
+def test_reusing_freed_memory_keeps_every_allocation_working():
+    import platform
+    import threading
+
+    from mimocli.engine import freed_memory_reused, reuse_freed_memory
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert reuse_freed_memory() == glibc
+    assert freed_memory_reused() == glibc
+    assert reuse_freed_memory() == glibc  # idempotent
+    sums = []
+
+    def big() -> None:  # a thread's arena cannot grow past 64 MB: glibc must still mmap this
+        sums.append(float(torch.ones(300 * 2**20 // 4).sum()))
+
+    t = threading.Thread(target=big)
+    t.start()
+    t.join()
+    assert sums == [300 * 2**20 // 4]
+    for _ in range(3):
+        assert float(torch.ones(300 * 2**20 // 4).sum()) == 300 * 2**20 // 4

@@ -13,8 +13,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from mimocli.bench import BenchResult, bench_model, bench_video, random_model
-from mimocli.engine import Deblurrer, cpu_has_native_bf16
+from mimocli.bench import BenchCase, BenchResult, bench_suite, bench_video, random_model
+from mimocli.engine import Deblurrer, cpu_has_native_bf16, reuse_freed_memory
 from mimocli.errors import MimoError
 from mimocli.images import read_image
 from mimocli.registry import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
@@ -60,6 +60,8 @@ def _path(r: BenchResult) -> str:
     parts = [r.precision, "NHWC" if r.channels_last else "NCHW"]
     if r.compiled:
         parts.append("compiled")
+    if r.reuse_memory:
+        parts.append("reuse")
     return " ".join(parts)
 
 
@@ -101,6 +103,7 @@ def bench(
     channels_last: bool | None = options.CHANNELS_LAST,
     compile: bool | None = options.compile_option("off; with --video as for mimo video"),
     threads: int = options.THREADS,
+    reuse_memory: bool = options.REUSE_MEMORY,
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Also time the eager fp32 NCHW baseline for the speed-up."
     ),
@@ -140,42 +143,40 @@ def bench(
             duration,
             as_json,
             quiet,
+            reuse_memory,
         )
         return
     pixels = None
     if image is not None:
         with fail_on_error():
             pixels = read_image(image).pixels
-    results: list[BenchResult] = []
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)
         with progress:
             task = progress.add_task("bench", total=None)
-            for v in chosen:
-                with fail_on_error():
+            with fail_on_error():
+                cases = []
+                for v in chosen:
                     model = load_model(v.name, "cpu", weights) if weights else random_model(v.num_res)
-                for width, height in frame_sizes:
-                    try:
-                        results += bench_model(
-                            model,
-                            v,
-                            width,
-                            height,
-                            device,
-                            precision,
-                            batch,
-                            warmup,
-                            iters,
-                            channels_last,
-                            bool(compile),
-                            0,
-                            baseline,
-                            pixels,
-                            lambda text: progress.update(task, description=text),
-                        )
-                    except MimoError as e:
-                        report(e)
-                        raise typer.Exit(1) from None
+                    cases += [BenchCase(model, v, w, h) for w, h in frame_sizes]
+            try:
+                results = bench_suite(
+                    cases,
+                    device,
+                    precision,
+                    batch,
+                    warmup,
+                    iters,
+                    channels_last,
+                    bool(compile),
+                    baseline,
+                    pixels,
+                    reuse_memory,
+                    lambda text: progress.update(task, description=text),
+                )
+            except MimoError as e:
+                report(e)
+                raise typer.Exit(1) from None
     if as_json:
         payload = {"machine": machine(), "weights": weights or "random", "results": [r.to_dict() for r in results]}
         out.print(json.dumps(payload), markup=False, highlight=False)
@@ -203,12 +204,15 @@ def _bench_video(
     duration: str | None,
     as_json: bool,
     quiet: bool,
+    reuse_memory: bool,
 ) -> None:
     with fail_on_error():
         model = load_model(variant.name, "cpu", weights) if weights else random_model(variant.num_res)
         deblurrer = Deblurrer(
             model, device, precision, ensemble=variant.ensemble, channels_last=channels_last, compile=compile
         )
+    if deblurrer.device.type == "cpu" and reuse_memory:
+        reuse_freed_memory()
     opts = VideoOptions(batch=batch, end=parse_time(duration))
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)

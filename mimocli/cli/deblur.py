@@ -11,7 +11,7 @@ import torch
 import typer
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-from mimocli.engine import Deblurrer
+from mimocli.engine import Deblurrer, reuse_freed_memory
 from mimocli.errors import ImageError, OutputError
 from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
 from mimocli.paths import Job, plan_jobs
@@ -44,6 +44,7 @@ def make_deblurrer(
     channels_last: bool | None = None,
     compile: bool | str = False,
     threads: int = 0,
+    reuse_memory: bool = True,
 ) -> Deblurrer:
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1."""
     if threads:
@@ -59,7 +60,10 @@ def make_deblurrer(
                 UserWarning,
                 stacklevel=1,
             )
-        return Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
+        d = Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
+    if d.device.type == "cpu" and reuse_memory:
+        reuse_freed_memory()
+    return d
 
 
 @app.command()
@@ -79,6 +83,7 @@ def deblur(
     channels_last: bool | None = options.CHANNELS_LAST,
     compile: bool | None = options.compile_option("off"),
     threads: int = options.THREADS,
+    reuse_memory: bool = options.REUSE_MEMORY,
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
@@ -139,6 +144,7 @@ def deblur(
                             channels_last,
                             bool(compile),
                             threads,
+                            reuse_memory,
                         )
 
                     def on_tiles(done: int, total: int) -> None:

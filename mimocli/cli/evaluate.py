@@ -55,6 +55,7 @@ def eval_command(
     ),
     channels_last: bool | None = options.CHANNELS_LAST,
     threads: int = options.THREADS,
+    reuse_memory: bool = options.REUSE_MEMORY,
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble (MIMO-UNet++); 8x slower."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write the per-image scores to this CSV file."),
@@ -72,7 +73,19 @@ def eval_command(
         if csv_path is not None and csv_path.is_dir():
             raise OutputError(f"{csv_path}: is a folder", "give --csv a file name such as scores.csv")
     deblurrer = make_deblurrer(
-        variant, weights, cache_dir, device, precision, tile_value, 64, ensemble, quiet, channels_last, False, threads
+        variant,
+        weights,
+        cache_dir,
+        device,
+        precision,
+        tile_value,
+        64,
+        ensemble,
+        quiet,
+        channels_last,
+        False,
+        threads,
+        reuse_memory,
     )
     records: list[EvalRecord] = []
     failed = 0

@@ -41,6 +41,11 @@ CHANNELS_LAST = typer.Option(
     help="NHWC activations (faster with oneDNN and cuDNN). Default: on for CPU and CUDA.",
     show_default=False,
 )
+REUSE_MEMORY = typer.Option(
+    True,
+    "--reuse-memory/--no-reuse-memory",
+    help="On CPU, keep freed memory for reuse instead of returning it to the system (glibc): 20% faster at 720p.",
+)
 THREADS = typer.Option(0, "--threads", min=0, help="CPU threads for the network; 0: one per physical core.")
 
 

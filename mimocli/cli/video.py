@@ -75,6 +75,7 @@ def video(
     channels_last: bool | None = options.CHANNELS_LAST,
     compile: bool | None = options.compile_option("auto: when the video is long enough to repay it"),
     threads: int = options.THREADS,
+    reuse_memory: bool = options.REUSE_MEMORY,
     tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
     tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
@@ -148,6 +149,7 @@ def video(
         channels_last,
         "auto" if compile is None else compile,
         threads,
+        reuse_memory,
     )
     with warnings_to_stderr(quiet):
         first: list[int] = []
