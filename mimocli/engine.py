@@ -184,13 +184,15 @@ def is_oom(error: BaseException) -> bool:
     )
 
 
-# compile="auto" compiles once a run holds this many pixels in all. CPU, measured at 1280x720 on
-# 2 cores (benchmarks/fast_path.py --compile): compiling took 14-21 s and then saved 0.73 s per
-# MIMO-UNet frame and 2.2 s per MIMO-UNet+ frame, so it pays after about 20 frames of 720p; the
-# threshold asks for 2.5 times that. CUDA: not yet measured here; compiling with CUDA graphs
-# takes tens of seconds and saves a few milliseconds per frame, so only long videos (about 2,000
-# frames of 720p) qualify. MPS: never (inductor's MPS backend is young).
-COMPILE_MIN_PIXELS = {"cpu": 50 * 1280 * 720, "cuda": 2000 * 1280 * 720}
+# compile="auto" compiles once a run holds this many pixels in all; a device not listed never
+# compiles by itself. CPU is not listed: with bf16, channels-last and reused memory, eager
+# MIMO-UNet already runs at 91% and MIMO-UNet+ at 94% of the convolution floor (1280x720, 2
+# cores, benchmarks/fast_path.py --compile), and compiling, which took 14-25 s, gained 8% on
+# the one and lost 8% on the other. CUDA: not yet measured here; compiling with CUDA graphs takes
+# tens of seconds and removes per-kernel launch costs worth a few milliseconds per frame, so
+# only long videos (about 2,000 frames of 720p) qualify. MPS: never (inductor's MPS backend is
+# young).
+COMPILE_MIN_PIXELS: dict[str, int] = {"cuda": 2000 * 1280 * 720}
 
 
 # The eight symmetries of the square (4 rotations x optional flip), each with its inverse.

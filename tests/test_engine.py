@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from mimocli import engine
 from mimocli.arch import MIMOUNet
 from mimocli.engine import (
     DIHEDRAL,
@@ -232,7 +233,9 @@ def test_cuda_fast_path_matches_cpu_fp32():
             assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
 
 
-def test_auto_compile_is_settled_by_the_workload():
+def test_auto_compile_is_settled_by_the_workload(monkeypatch):
+    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile="auto").plan(10**6, 720, 1280)  # never on CPU
+    monkeypatch.setitem(engine.COMPILE_MIN_PIXELS, "cpu", 50 * 1280 * 720)  # as CUDA's rule works
     d = Deblurrer(tiny_model(), "cpu", "fp32", compile="auto")
     assert not d.compiled and d.settings["compile"] == "auto"
     assert not d.plan(20, 720, 1280)  # 20 frames of 720p: compiling would not pay
