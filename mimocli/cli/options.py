@@ -22,7 +22,10 @@ VARIANT = typer.Option(
     help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
 )
 WEIGHTS = typer.Option(
-    None, "--weights", "-w", help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file[@rev]."
+    None,
+    "--weights",
+    "-w",
+    help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file (optionally @revision).",
 )
 CACHE_DIR: Path | None = typer.Option(
     None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."
