@@ -269,3 +269,21 @@ def test_reusing_freed_memory_keeps_every_allocation_working():
     assert sums == [300 * 2**20 // 4]
     for _ in range(3):
         assert float(torch.ones(300 * 2**20 // 4).sum()) == 300 * 2**20 // 4
+
+
+def test_channels_last_switch_sets_the_layout_the_network_sees():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_model()
+
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+            return self.net(x)
+
+    frames = np.stack([photo(32, 48)])  # arrives as an NHWC view
+    Deblurrer(Probe(), "cpu", "fp32", tile=0, channels_last=False).frames(frames)
+    Deblurrer(Probe(), "cpu", "fp32", tile=0, channels_last=True).frames(frames)
+    assert seen == [False, True]

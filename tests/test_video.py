@@ -495,3 +495,16 @@ def test_real_blurry_clip_with_aac(shared, tmp_path, weights):
     assert packets(dst, "audio") == packets(src, "audio")
     assert abs(stream_seconds(dst) - stream_seconds(src)) <= 1 / 24
     assert psnr(in_rgb[0], out_rgb[0]) > 15  # a random tiny network changes pixels, not the picture
+
+
+def test_work_of_an_older_version_is_not_resumed(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mp4", frames=4, audio=None)
+    dst = tmp_path / "out.mp4"
+    work = WorkDir(dst)
+    work.start({"version": 1, "precision": "float32"})  # what mimocli 0.1 wrote
+    r = run("video", src, dst, "-w", weights, "--quiet", "--resume")
+    assert r.exit_code == 1 and "made by another version of mimocli" in flat(r.stderr)
+    assert "--overwrite" in flat(r.stderr) and work.exists() and not dst.exists()
+    r = run("video", src, dst, "-w", weights, "--quiet", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert dst.exists() and not work.path.exists()
