@@ -5,7 +5,7 @@ the relative error and PSNR between the two outputs. Optionally a torch.compile 
 The frames are the real GoPro test frame from ../shared when it is there (noise otherwise); the
 weights are seeded random weights, which cost exactly what the published ones do.
 
-Run: python benchmarks/fast_path.py [--iters 3] [--warmup 1] [--compile] [--json FILE]
+Run: python benchmarks/fast_path.py [--iters 3] [--warmup 1] [--compile] [--no-reuse-memory] [--json FILE]
 The same figures come from: mimo bench --variant all --image ../shared/data/pairs/gopro_GOPR0384_11_00_000001/blur.png
 """
 
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--variants", default="base,plus")
     ap.add_argument("--compile", action="store_true", help="add a compiled fast-path row per variant")
+    ap.add_argument("--no-reuse-memory", action="store_true", help="fast path without reuse_freed_memory()")
     ap.add_argument("--json", type=Path, help="also write all results here")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -42,7 +43,15 @@ def main() -> None:
         v = get_variant(name)
         cases.append(BenchCase(random_model(v.num_res), v, width, height))
     compile = (False, True) if args.compile else False
-    rows = bench_suite(cases, args.device, warmup=args.warmup, iters=args.iters, compile=compile, image=image)
+    rows = bench_suite(
+        cases,
+        args.device,
+        warmup=args.warmup,
+        iters=args.iters,
+        compile=compile,
+        image=image,
+        reuse_memory=not args.no_reuse_memory,
+    )
     frame = FRAME.name if image is not None else "noise"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, frame: {frame}")
     print(
