@@ -1,0 +1,129 @@
+"""`mimo train DATA --out DIR`: train or fine-tune MIMO-UNet on blurry/sharp pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mimocli.arch import MIMOUNet
+from mimocli.errors import MimoError
+from mimocli.images import is_image_path
+from mimocli.registry import get_variant
+from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video
+from mimocli.train import TrainOptions, train
+from mimocli.weights import load_model
+
+from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Argument(..., help="Pairs in any layout mimo eval reads (mimo synth writes one)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint, metrics, plot, model.safetensors."),
+    variant: str = typer.Option("base", "--variant", "-m", help="Architecture: base (8 blocks) or plus (20)."),
+    init: str | None = typer.Option(
+        None, "--init", help="Start from these weights: a variant name (downloads) or a file. Default: random."
+    ),
+    val: Path | None = typer.Option(None, "--val", help="Held-out pairs for validation PSNR."),
+    synthesize: bool = typer.Option(
+        False,
+        "--synthesize",
+        help="DATA is sharp photos (camera shake) or a high-frame-rate video (frame averaging): make the pairs "
+        "in OUT/synth first, as mimo synth does.",
+    ),
+    steps: int = typer.Option(3000, "--steps", "-n", min=1, help="Optimiser steps in all."),
+    batch: int = typer.Option(4, "--batch", "-b", min=1, help="Crops per step."),
+    crop: int = typer.Option(256, "--crop", min=16, help="Side of the random crops (a multiple of 4)."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate."),
+    lr_halve_epochs: int = typer.Option(500, "--lr-halve-epochs", min=1, help="Halve the rate every N epochs."),
+    fft_weight: float = typer.Option(0.1, "--fft-weight", min=0.0, help="Weight of the frequency-domain L1 loss."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    val_every: int = typer.Option(500, "--val-every", min=1, help="Steps between validations."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps averaged into one metrics line."),
+    mixed_precision: bool = typer.Option(True, "--mixed-precision/--fp32", help="CUDA: bf16 autocast."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    device: str = options.DEVICE,
+    threads: int = options.THREADS,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
+) -> None:
+    """Train MIMO-UNet on blurry/sharp pairs with the paper's recipe; export weights that
+    `mimo deblur --weights` loads."""
+    if crop % 4:
+        raise typer.BadParameter(f"{crop} is not a multiple of 4", param_hint="--crop")
+    if threads:
+        torch.set_num_threads(threads)
+    opts = TrainOptions(
+        steps,
+        batch,
+        crop,
+        lr,
+        lr_halve_epochs,
+        fft_weight,
+        flip,
+        seed,
+        checkpoint_every,
+        val_every,
+        log_every,
+        mixed_precision,
+    )
+    with fail_on_error():
+        v = get_variant(variant)
+        if init:
+            try:
+                model = load_model(get_variant(init).name, "cpu")
+            except MimoError:
+                model = load_model(v.name, "cpu", init)
+        else:
+            torch.manual_seed(seed)
+            model = MIMOUNet(v.num_res)
+    if synthesize:
+        data = _synthesize(data, out_dir / "synth", seed)
+    with warnings_to_stderr(quiet):
+        progress = progress_bar(
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            quiet=quiet,
+        )
+        task = progress.add_task("[bold]train", total=steps, loss="-")
+        with progress, fail_on_error():
+            summary = train(
+                model,
+                data,
+                out_dir,
+                opts,
+                device,
+                val,
+                resume,
+                lambda step, total, loss: progress.update(task, completed=step, loss=f"{loss:.4f}"),
+            )
+    if as_json:
+        out.print(json.dumps(summary.to_dict()), markup=False, highlight=False)
+    else:
+        out.print(summary.weights)
+    if not quiet:
+        val_text = f", validation PSNR {summary.val_psnr:.2f} dB" if summary.val_psnr is not None else ""
+        err.print(
+            f"Trained to step {summary.steps} in {summary.seconds:.1f} s: loss {summary.final_loss:.4f}{val_text}"
+        )
+
+
+def _synthesize(data: Path, pairs: Path, seed: int) -> Path:
+    """Pairs made from ``data`` into ``pairs`` (kept between runs, so --resume reuses them)."""
+    with fail_on_error():
+        try:
+            if data.is_file() and not is_image_path(data):
+                synth_from_video(data, pairs, AverageOptions(), resume=True)
+            else:
+                synth_from_stills([data], pairs, ShakeOptions(seed=seed), resume=True, on_error=report)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    return pairs

@@ -1,0 +1,308 @@
+"""Fine-tune or train MIMO-UNet on blurry/sharp pairs, as the paper trained it; never prints.
+
+Defaults follow the paper: random 256x256 crops, batch 4, horizontal flips, Adam at 1e-4 halved
+every 500 epochs, and the loss over the three scales
+
+    L = sum_k L1(S^_k, S_k) + 0.1 * sum_k L1(FFT(S^_k), FFT(S_k)),
+
+each L1 a mean over elements (the paper's division by t_k), the targets S_k downsampled the way
+the network downsamples its input (nearest neighbour).
+
+Resumable bit for bit: the batch of step s is drawn from a generator seeded by (seed, s), so a
+checkpoint needs only the step, the weights and the optimiser's and scheduler's states.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+from .arch import MIMOUNet, _down
+from .atomic import atomic_write
+from .engine import resolve_device, split_channels
+from .errors import ImageError, OutputError
+from .evaluate import Pair, find_pairs, psnr, quantize
+from .images import read_image
+
+ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
+# Options that change the numbers: a resumed run must keep them. --steps may grow; how often to
+# log, validate and checkpoint may change.
+SAME_ON_RESUME = ("batch", "crop", "lr", "lr_halve_epochs", "fft_weight", "flip", "seed", "mixed_precision")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    steps: int = 3000
+    batch: int = 4
+    crop: int = 256
+    lr: float = 1e-4
+    lr_halve_epochs: int = 500
+    fft_weight: float = 0.1
+    flip: bool = True
+    seed: int = 0
+    checkpoint_every: int = 500
+    val_every: int = 500
+    log_every: int = 10
+    mixed_precision: bool = True  # CUDA only: bf16 autocast (fp16 with loss scaling without bf16)
+
+
+@dataclass
+class TrainSummary:
+    out: str
+    steps: int
+    resumed_from: int
+    final_loss: float
+    val_psnr: float | None
+    weights: str
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("history")
+        return d
+
+
+def loss_fn(outputs: list[torch.Tensor], sharp: torch.Tensor, fft_weight: float = 0.1) -> torch.Tensor:
+    """outputs: [1/4, 1/2, full] predictions; sharp: (B,3,H,W) target at full size."""
+    targets = [_down(_down(sharp)), _down(sharp), sharp]
+    content = sum(F.l1_loss(o.float(), t) for o, t in zip(outputs, targets, strict=True))
+    spectral = sum(
+        F.l1_loss(torch.view_as_real(torch.fft.rfft2(o.float())), torch.view_as_real(torch.fft.rfft2(t)))
+        for o, t in zip(outputs, targets, strict=True)
+    )
+    return content + fft_weight * spectral  # type: ignore[return-value]
+
+
+class PairData:
+    """Blurry/sharp pairs held in memory as uint8 (H,W,3) arrays, cropped and flipped on demand."""
+
+    def __init__(self, pairs: list[Pair], crop: int):
+        self.pairs = pairs
+        self.images: list[tuple[np.ndarray, np.ndarray]] = []
+        for p in pairs:
+            blur, sharp = _rgb(p.blur), _rgb(p.sharp)
+            if blur.shape != sharp.shape:
+                raise ImageError(f"{p.blur}: its sharp image has another size", "pairs must have the same size")
+            if min(blur.shape[:2]) < crop:
+                raise ImageError(
+                    f"{p.blur}: {blur.shape[1]}x{blur.shape[0]} is smaller than the {crop}px crop",
+                    "pass a smaller --crop",
+                )
+            self.images.append((blur, sharp))
+
+    def batch(self, rng: np.random.Generator, size: int, crop: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        blurs, sharps = [], []
+        for _ in range(size):
+            blur, sharp = self.images[int(rng.integers(len(self.images)))]
+            y = int(rng.integers(blur.shape[0] - crop + 1))
+            x = int(rng.integers(blur.shape[1] - crop + 1))
+            b, s = blur[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
+            if flip and rng.random() < 0.5:
+                b, s = b[:, ::-1], s[:, ::-1]
+            blurs.append(b)
+            sharps.append(s)
+        to = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+        return to(blurs), to(sharps)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    color, _ = split_channels(read_image(path).pixels)
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    if color.dtype == np.uint16:
+        color = np.rint(color / 257).astype(np.uint8)
+    return np.ascontiguousarray(color)
+
+
+def validate(model: MIMOUNet, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> float:
+    """Mean PSNR (8-bit, as mimo eval) of the model's full-scale output over whole images."""
+    model.eval()
+    scores = []
+    with torch.inference_mode():
+        for blur, sharp in pairs:
+            h, w = (blur.shape[0] // 4) * 4, (blur.shape[1] // 4) * 4
+            x = torch.from_numpy(blur[:h, :w]).permute(2, 0, 1)[None].float().to(device) / 255
+            scores.append(psnr(quantize(model(x)[2].float().cpu()), sharp[:h, :w]))
+    model.train()
+    return float(np.mean(scores))
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def export_weights(model: MIMOUNet, path: Path) -> Path:
+    """The model's state dict as safetensors, in the authors' key names (mimo deblur --weights)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "mimocli train"})
+    os.replace(tmp, path)
+    return path
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, width: int = 800, height: int = 400) -> Path:
+    """A PNG of the training loss (blue, log scale) and validation PSNR (orange) against steps."""
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, width - 60, 20, height - 40
+    draw.rectangle([left, top, right, bottom], outline="black")
+    losses = [(h["step"], h["loss"]) for h in history if "loss" in h and h["loss"] > 0]
+    vals = [(h["step"], h["val_psnr"]) for h in history if h.get("val_psnr") is not None]
+    steps = [s for s, _ in losses + vals] or [0, 1]
+    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
+
+    def series(points: list[tuple[int, float]], colour: str, transform: Callable[[float], float], label: str) -> None:
+        if not points:
+            return
+        ys = [transform(v) for _, v in points]
+        lo, hi = min(ys), max(ys)
+        hi = hi if hi > lo else lo + 1
+        xy = [
+            (left + (s - s0) / (s1 - s0) * (right - left), bottom - (y - lo) / (hi - lo) * (bottom - top))
+            for (s, _), y in zip(points, ys, strict=True)
+        ]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=2)
+        for x, y in xy if len(xy) < 50 else []:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        first, last = points[0][1], points[-1][1]
+        where = (left + 5 if colour == "blue" else right - 200, top + 5)
+        draw.text(where, f"{label}: {first:.4g} -> {last:.4g}", fill=colour)
+
+    series(losses, "blue", lambda v: math.log10(v), "loss (log)")
+    series(vals, "darkorange", lambda v: v, "val PSNR dB")
+    draw.text((left, bottom + 10), f"step {s0}", fill="black")
+    draw.text((right - 80, bottom + 10), f"step {s1}", fill="black")
+    with atomic_write(path) as f:
+        img.save(f, "PNG")
+    return path
+
+
+def train(
+    model: MIMOUNet,
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    options: TrainOptions = TrainOptions(),  # noqa: B008  (frozen)
+    device: str = "auto",
+    val: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> TrainSummary:
+    """Train ``model`` on the pairs under ``data`` (any layout mimo eval reads) into ``out``:
+    checkpoint.pt every ``checkpoint_every`` steps, metrics.jsonl, loss.png, model.safetensors.
+
+    With ``resume``, continue from out/checkpoint.pt, bit for bit as if never stopped.
+    Raises ImageError for bad data, OutputError for an output that holds another run.
+    """
+    started = time.perf_counter()
+    o = options
+    dev = resolve_device(device)
+    out_dir = Path(out)
+    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
+    if ckpt_path.exists() and not resume:
+        raise OutputError(f"{out_dir}: holds a training run", "pass --resume to continue it, or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = PairData(find_pairs(data), o.crop)
+    val_pairs = PairData(find_pairs(val), 0).images if val else []
+
+    model = model.to(dev).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=o.lr)
+    steps_per_epoch = max(1, math.ceil(len(pairs.images) / o.batch))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        changed = [k for k in SAME_ON_RESUME if state["options"].get(k) != asdict(o)[k]]
+        if changed:
+            raise OutputError(
+                f"{out_dir}: the run was started with other options ({', '.join(changed)})",
+                "resume with the same options, or choose another --out",
+            )
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        if metrics_path.exists():
+            history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+            history = [h for h in history if h["step"] <= start]
+    _rewrite_metrics(metrics_path, history)  # drop what an interrupted run logged after its checkpoint
+    amp = dev.type == "cuda" and o.mixed_precision
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+
+    loss_value = math.nan
+    window: list[float] = []
+    for step in range(start + 1, o.steps + 1):
+        rng = np.random.default_rng([o.seed, step])
+        blur, sharp = pairs.batch(rng, o.batch, o.crop, o.flip)
+        blur, sharp = blur.to(dev, non_blocking=True), sharp.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            outputs = model(blur)
+        loss = loss_fn(outputs, sharp, o.fft_weight)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        scheduler.step()
+        loss_value = float(loss.detach())
+        window.append(loss_value)
+        record: dict[str, Any] | None = None
+        if step % o.log_every == 0 or step == o.steps:
+            record = {"step": step, "loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]}
+            window = []
+        if val_pairs and (step % o.val_every == 0 or step == o.steps):
+            record = record or {"step": step}
+            record["val_psnr"] = validate(model, val_pairs, dev)
+        if record is not None:
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(record)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if step % o.checkpoint_every == 0 or step == o.steps:
+            state = {
+                "step": step,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "options": asdict(o),
+                "num_res": model.num_res,
+            }
+            _save_checkpoint(ckpt_path, state)
+        if on_progress:
+            on_progress(step, o.steps, loss_value)
+    _rewrite_metrics(metrics_path, history)
+    plot_history(history, out_dir / "loss.png")
+    weights = export_weights(model.eval(), out_dir / "model.safetensors")
+    vals = [h["val_psnr"] for h in history if "val_psnr" in h]
+    return TrainSummary(
+        out=str(out_dir),
+        steps=o.steps,
+        resumed_from=start,
+        final_loss=loss_value,
+        val_psnr=vals[-1] if vals else None,
+        weights=str(weights),
+        seconds=time.perf_counter() - started,
+        history=history,
+    )
+
+
+def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl as the history says: a resumed run drops lines an interrupted run wrote
+    after its last checkpoint."""
+    with atomic_write(path) as f:
+        f.write("".join(json.dumps(h) + "\n" for h in history).encode())
