@@ -16,7 +16,9 @@ Nothing lost: frames are encoded in segments of ``checkpoint`` frames, each by a
 (``.NAME.mimo-partial``), renamed into place once complete. The output is muxed from those
 packets and the input's other streams under a temporary name and renamed at the end. An
 interrupted run keeps the work folder; ``resume`` reuses its complete segments. An uninterrupted
-run is cut into the same segments and batches, so a resumed output is identical to it.
+run is cut into the same segments and batches, so a resumed output holds the same frames (and,
+with a deterministic encoder such as FFV1, the same bytes: x264 can vary a fresh encoder's first
+packet for identical input).
 """
 
 from __future__ import annotations
@@ -439,10 +441,11 @@ class StreamSpec:
         """A fresh, open encoder. Raises VideoError when FFmpeg refuses the settings."""
         ctx = av.CodecContext.create(self.codec, "w")
         self.configure(ctx)
-        # One encoder thread by default: with x264's own threads we saw a segment come out
-        # different in about one run in three under load, which breaks the promise that a
-        # resumed video equals an uninterrupted one bit for bit. On CPU inference is 99% of the
-        # time anyway; on a GPU the encoder would set the pace, so there it gets FFmpeg's choice.
+        # One encoder thread by default on CPU, where inference is 98% of the time and the
+        # encoder should not compete with it; on a GPU the encoder would set the pace, so there
+        # it gets FFmpeg's choice. (Neither makes x264 bit-reproducible: for identical YUV input
+        # a fresh single-threaded x264 encoder gave a different first packet in 4 of 16 runs
+        # under load. FFV1 is.)
         ctx.thread_count = self.threads
         if self.global_header:
             ctx.flags |= _GLOBAL_HEADER_CODEC
