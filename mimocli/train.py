@@ -14,11 +14,13 @@ checkpoint needs only the step, the weights and the optimiser's and scheduler's 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,35 +89,66 @@ def loss_fn(outputs: list[torch.Tensor], sharp: torch.Tensor, fft_weight: float 
 
 
 class PairData:
-    """Blurry/sharp pairs held in memory as uint8 (H,W,3) arrays, cropped and flipped on demand."""
+    """Blurry/sharp pairs read on demand (sizes from the file headers up front), the most recent
+    ``cache`` pairs kept in memory as uint8, cropped and flipped per batch. A batch depends only
+    on the generator it is given, never on what happens to be cached."""
 
-    def __init__(self, pairs: list[Pair], crop: int):
+    def __init__(self, pairs: list[Pair], crop: int, cache: int = 64, workers: int = 4):
         self.pairs = pairs
-        self.images: list[tuple[np.ndarray, np.ndarray]] = []
+        self.sizes: list[tuple[int, int]] = []
         for p in pairs:
-            blur, sharp = _rgb(p.blur), _rgb(p.sharp)
-            if blur.shape != sharp.shape:
+            size = _size(p.blur)
+            if size != _size(p.sharp):
                 raise ImageError(f"{p.blur}: its sharp image has another size", "pairs must have the same size")
-            if min(blur.shape[:2]) < crop:
+            if min(size) < crop:
                 raise ImageError(
-                    f"{p.blur}: {blur.shape[1]}x{blur.shape[0]} is smaller than the {crop}px crop",
-                    "pass a smaller --crop",
+                    f"{p.blur}: {size[1]}x{size[0]} is smaller than the {crop}px crop", "pass a smaller --crop"
                 )
-            self.images.append((blur, sharp))
+            self.sizes.append(size)
+        self.load = functools.lru_cache(maxsize=cache)(self._load)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mimo-data")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        blur, sharp = _rgb(self.pairs[i].blur), _rgb(self.pairs[i].sharp)
+        if blur.shape != sharp.shape or blur.shape[:2] != self.sizes[i]:
+            raise ImageError(f"{self.pairs[i].blur}: changed while training", "leave the data alone during a run")
+        return blur, sharp
 
     def batch(self, rng: np.random.Generator, size: int, crop: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        blurs, sharps = [], []
+        picks = []
         for _ in range(size):
-            blur, sharp = self.images[int(rng.integers(len(self.images)))]
-            y = int(rng.integers(blur.shape[0] - crop + 1))
-            x = int(rng.integers(blur.shape[1] - crop + 1))
+            i = int(rng.integers(len(self.pairs)))
+            h, w = self.sizes[i]
+            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+            picks.append((i, y, x, bool(flip and rng.random() < 0.5)))
+        images = list(self._pool.map(self.load, [i for i, _, _, _ in picks]))  # decoded in parallel
+        blurs, sharps = [], []
+        for (_, y, x, flipped), (blur, sharp) in zip(picks, images, strict=True):
             b, s = blur[y : y + crop, x : x + crop], sharp[y : y + crop, x : x + crop]
-            if flip and rng.random() < 0.5:
+            if flipped:
                 b, s = b[:, ::-1], s[:, ::-1]
             blurs.append(b)
             sharps.append(s)
         to = lambda a: torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
         return to(blurs), to(sharps)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image as read_image would return it, from its header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when read
+                w, h = h, w
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})", "remove it or replace it") from None
+    return h, w
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -217,11 +250,15 @@ def train(
         raise OutputError(f"{out_dir}: holds a training run", "pass --resume to continue it, or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = PairData(find_pairs(data), o.crop)
-    val_pairs = PairData(find_pairs(val), 0).images if val else []
+    val_pairs = []
+    if val:
+        val_data = PairData(find_pairs(val), 0, cache=0)
+        val_pairs = [val_data.load(i) for i in range(len(val_data))]
+        val_data.close()
 
     model = model.to(dev).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=o.lr)
-    steps_per_epoch = max(1, math.ceil(len(pairs.images) / o.batch))
+    steps_per_epoch = max(1, math.ceil(len(pairs) / o.batch))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
     history: list[dict[str, Any]] = []
     start = 0
@@ -247,44 +284,55 @@ def train(
 
     loss_value = math.nan
     window: list[float] = []
-    for step in range(start + 1, o.steps + 1):
-        rng = np.random.default_rng([o.seed, step])
-        blur, sharp = pairs.batch(rng, o.batch, o.crop, o.flip)
-        blur, sharp = blur.to(dev, non_blocking=True), sharp.to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            outputs = model(blur)
-        loss = loss_fn(outputs, sharp, o.fft_weight)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-        scheduler.step()
-        loss_value = float(loss.detach())
-        window.append(loss_value)
-        record: dict[str, Any] | None = None
-        if step % o.log_every == 0 or step == o.steps:
-            record = {"step": step, "loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]}
-            window = []
-        if val_pairs and (step % o.val_every == 0 or step == o.steps):
-            record = record or {"step": step}
-            record["val_psnr"] = validate(model, val_pairs, dev)
-        if record is not None:
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(record)
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        if step % o.checkpoint_every == 0 or step == o.steps:
-            state = {
-                "step": step,
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "options": asdict(o),
-                "num_res": model.num_res,
-            }
-            _save_checkpoint(ckpt_path, state)
-        if on_progress:
-            on_progress(step, o.steps, loss_value)
+
+    def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return pairs.batch(np.random.default_rng([o.seed, step]), o.batch, o.crop, o.flip)
+
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mimo-prefetch")
+    upcoming = prefetch.submit(make_batch, start + 1) if start < o.steps else None
+    try:
+        for step in range(start + 1, o.steps + 1):
+            assert upcoming is not None
+            blur, sharp = upcoming.result()
+            upcoming = prefetch.submit(make_batch, step + 1) if step < o.steps else None  # overlaps this step
+            blur, sharp = blur.to(dev, non_blocking=True), sharp.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+                outputs = model(blur)
+            loss = loss_fn(outputs, sharp, o.fft_weight)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            scheduler.step()
+            loss_value = float(loss.detach())
+            window.append(loss_value)
+            record: dict[str, Any] | None = None
+            if step % o.log_every == 0 or step == o.steps:
+                record = {"step": step, "loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]}
+                window = []
+            if val_pairs and (step % o.val_every == 0 or step == o.steps):
+                record = record or {"step": step}
+                record["val_psnr"] = validate(model, val_pairs, dev)
+            if record is not None:
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                history.append(record)
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if step % o.checkpoint_every == 0 or step == o.steps:
+                state = {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "options": asdict(o),
+                    "num_res": model.num_res,
+                }
+                _save_checkpoint(ckpt_path, state)
+            if on_progress:
+                on_progress(step, o.steps, loss_value)
+    finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
+        pairs.close()
     _rewrite_metrics(metrics_path, history)
     plot_history(history, out_dir / "loss.png")
     weights = export_weights(model.eval(), out_dir / "model.safetensors")

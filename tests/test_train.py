@@ -124,3 +124,26 @@ def test_train_synthesizes_pairs_from_sharp_photos(tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "synth/blur").iterdir()) == ["s0.png", "s1.png"]
     assert (out / "model.safetensors").exists()
+
+
+def test_pair_data_reads_on_demand_and_batches_do_not_depend_on_the_cache(pairs, tmp_path):
+    from PIL import Image
+
+    from mimocli.evaluate import find_pairs
+    from mimocli.train import PairData, _size
+
+    found = find_pairs(pairs)
+    cached, uncached = PairData(found, 32), PairData(found, 32, cache=0, workers=1)
+    for step in range(5):
+        a = cached.batch(np.random.default_rng([0, step]), 3, 32, True)
+        b = uncached.batch(np.random.default_rng([0, step]), 3, 32, True)
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert cached.load.cache_info().currsize <= len(found)
+    cached.close()
+    uncached.close()
+    # sizes come from the headers, turned as read_image turns the pixels
+    img = Image.fromarray(photo(30, 50))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    img.save(tmp_path / "turned.jpg", exif=exif)
+    assert _size(tmp_path / "turned.jpg") == read_image(tmp_path / "turned.jpg").pixels.shape[:2] == (50, 30)
