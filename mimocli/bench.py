@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .arch import MIMOUNet
-from .engine import Deblurrer, freed_memory_reused, resolve_device, reuse_freed_memory, to_frames
+from .engine import Deblurrer, freed_memory_reused, resolve_device, reuse_freed_memory, rgb8, to_frames
 from .registry import Variant
 from .tiling import pad_to_multiple
 from .video import VideoOptions, VideoSummary, deblur_video
@@ -189,9 +189,7 @@ def sample_frames(width: int, height: int, batch: int, image: np.ndarray | None 
     if image is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    img = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    if img.dtype != np.uint8:
-        img = np.rint(img.astype(np.float64) / np.iinfo(img.dtype).max * 255).astype(np.uint8)
+    img = rgb8(image)
     reps = (math.ceil(height / img.shape[0]), math.ceil(width / img.shape[1]), 1)
     frame = np.tile(img, reps)[:height, :width]
     return np.stack([frame] * batch)  # a writable copy

@@ -321,8 +321,9 @@ class Deblurrer:
             try:
                 if self.device.type == "cuda":
                     torch.compiler.cudagraph_mark_step_begin()
-                # Clone: CUDA graph outputs live in memory that the next replay overwrites.
-                return [o.float().clone() for o in self._compiled(x)]
+                outs = [o.float() for o in self._compiled(x)]
+                # CUDA graph outputs live in memory that the next replay overwrites.
+                return [o.clone() for o in outs] if self.device.type == "cuda" else outs
             except Exception as e:
                 if is_oom(e):
                     raise
@@ -508,6 +509,17 @@ def split_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if c in (2, 4):
         return image[:, :, : c - 1], image[:, :, c - 1]
     return image, None
+
+
+def rgb8(image: np.ndarray) -> np.ndarray:
+    """(H,W) or (H,W,1..4) uint8/uint16 -> (H,W,3) uint8: alpha dropped, gray repeated, 16 bits
+    rounded to 8 (x * 255 / 65535, halves up)."""
+    color, _alpha = split_channels(image)
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    if color.dtype == np.uint16:
+        color = np.floor(color.astype(np.float64) / 65535 * 255 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(color)
 
 
 def join_channels(color: np.ndarray, alpha: np.ndarray | None, squeeze: bool) -> np.ndarray:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .engine import Deblurrer, split_channels, to_tensor
+from .engine import Deblurrer, rgb8, to_tensor
 from .errors import ImageError
 from .images import DEFAULT_MAX_PIXELS, is_image_path, read_image
 
@@ -182,23 +182,13 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return statistics.fmean(scores)
 
 
-def _rgb8(path: Path, max_pixels: int) -> np.ndarray:
-    """An image file as (H,W,3) uint8: alpha dropped, gray repeated, 16 bits rounded to 8."""
-    color, _alpha = split_channels(read_image(path, max_pixels).pixels)
-    if color.shape[2] == 1:
-        color = np.repeat(color, 3, axis=2)
-    if color.dtype == np.uint16:
-        color = np.floor(color.astype(np.float64) / 65535 * 255 + 0.5).astype(np.uint8)
-    return color
-
-
 def evaluate_pair(pair: Pair, deblurrer: Deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvalRecord:
     """Deblur ``pair.blur`` and score it against ``pair.sharp``.
 
     Raises ImageError for an unreadable image or a blurry/sharp size mismatch.
     """
-    blur = _rgb8(pair.blur, max_pixels)
-    sharp = _rgb8(pair.sharp, max_pixels)
+    blur = rgb8(read_image(pair.blur, max_pixels).pixels)
+    sharp = rgb8(read_image(pair.sharp, max_pixels).pixels)
     if blur.shape != sharp.shape:
         raise ImageError(
             f"{pair.blur}: {blur.shape[1]}x{blur.shape[0]} but its sharp image is {sharp.shape[1]}x{sharp.shape[0]}",

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageDraw
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .arch import MIMOUNet, _down
-from .atomic import atomic_write
-from .engine import resolve_device, split_channels
+from .atomic import atomic_write, write_bytes_atomic
+from .engine import resolve_device, rgb8
 from .errors import ImageError, OutputError
 from .evaluate import Pair, find_pairs, psnr, quantize
 from .images import read_image
@@ -112,7 +112,7 @@ class PairData:
         return len(self.pairs)
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        blur, sharp = _rgb(self.pairs[i].blur), _rgb(self.pairs[i].sharp)
+        blur, sharp = rgb8(read_image(self.pairs[i].blur).pixels), rgb8(read_image(self.pairs[i].sharp).pixels)
         if blur.shape != sharp.shape or blur.shape[:2] != self.sizes[i]:
             raise ImageError(f"{self.pairs[i].blur}: changed while training", "leave the data alone during a run")
         return blur, sharp
@@ -151,15 +151,6 @@ def _size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def _rgb(path: Path) -> np.ndarray:
-    color, _ = split_channels(read_image(path).pixels)
-    if color.shape[2] == 1:
-        color = np.repeat(color, 3, axis=2)
-    if color.dtype == np.uint16:
-        color = np.rint(color / 257).astype(np.uint8)
-    return np.ascontiguousarray(color)
-
-
 def validate(model: MIMOUNet, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> float:
     """Mean PSNR (8-bit, as mimo eval) of the model's full-scale output over whole images."""
     model.eval()
@@ -181,10 +172,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def export_weights(model: MIMOUNet, path: Path) -> Path:
     """The model's state dict as safetensors, in the authors' key names (mimo deblur --weights)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "mimocli train"})
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, save(tensors, metadata={"format": "pt", "producer": "mimocli train"}))
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, width: int = 800, height: int = 400) -> Path:

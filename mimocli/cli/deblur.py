@@ -84,9 +84,9 @@ def deblur(
     compile: bool | None = options.compile_option("off"),
     threads: int = options.THREADS,
     reuse_memory: bool = options.REUSE_MEMORY,
-    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
-    tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
-    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
+    tile: str = options.TILE,
+    tile_overlap: int = options.TILE_OVERLAP,
+    ensemble: bool = options.ENSEMBLE,
     save_scales: bool = typer.Option(
         False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."
     ),

@@ -49,6 +49,9 @@ REUSE_MEMORY = typer.Option(
     "--reuse-memory/--no-reuse-memory",
     help="On CPU, keep freed memory for reuse instead of returning it to the system (glibc): 20% faster at 720p.",
 )
+TILE = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles.")
+TILE_OVERLAP = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels.")
+ENSEMBLE = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower.")
 THREADS = typer.Option(0, "--threads", min=0, help="CPU threads for the network; 0: one per physical core.")
 
 

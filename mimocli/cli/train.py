@@ -10,7 +10,7 @@ import typer
 from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mimocli.arch import MIMOUNet
-from mimocli.errors import MimoError
+from mimocli.errors import WeightsError
 from mimocli.images import is_image_path
 from mimocli.registry import get_variant
 from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video
@@ -76,10 +76,11 @@ def train_command(
     with fail_on_error():
         v = get_variant(variant)
         if init:
-            try:
-                model = load_model(get_variant(init).name, "cpu")
-            except MimoError:
-                model = load_model(v.name, "cpu", init)
+            try:  # a variant name: its published weights; anything else is a weights file
+                name, file = get_variant(init).name, None
+            except WeightsError:
+                name, file = v.name, init
+            model = load_model(name, "cpu", file)
         else:
             torch.manual_seed(seed)
             model = MIMOUNet(v.num_res)

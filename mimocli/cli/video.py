@@ -76,9 +76,9 @@ def video(
     compile: bool | None = options.compile_option("auto: when the video is long enough to repay it"),
     threads: int = options.THREADS,
     reuse_memory: bool = options.REUSE_MEMORY,
-    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles."),
-    tile_overlap: int = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels."),
-    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower."),
+    tile: str = options.TILE,
+    tile_overlap: int = options.TILE_OVERLAP,
+    ensemble: bool = options.ENSEMBLE,
     batch: int = typer.Option(1, "--batch", "-b", min=1, help="Frames per forward pass."),
     codec: str | None = typer.Option(
         None, "--codec", "-c", help="h264, hevc, vp9, av1, ffv1, prores... Default: h264 (.webm: vp9)."
