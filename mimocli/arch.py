@@ -122,6 +122,7 @@ class MIMOUNet(nn.Module):
         super().__init__()
         c = base_channel
         self.num_res = num_res
+        self.base_channel = base_channel
         self.Encoder = nn.ModuleList([EBlock(c, num_res), EBlock(c * 2, num_res), EBlock(c * 4, num_res)])
         self.feat_extract = nn.ModuleList(
             [

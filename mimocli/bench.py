@@ -68,11 +68,11 @@ class BenchResult:
         return asdict(self)
 
 
-def random_model(num_res: int, seed: int = 0) -> MIMOUNet:
+def random_model(num_res: int, seed: int = 0, base_channel: int = 32) -> MIMOUNet:
     """A MIMO-UNet with seeded random weights: it costs exactly what the published weights do."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MIMOUNet(num_res).eval()
+        return MIMOUNet(num_res, base_channel).eval()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -12,12 +12,13 @@ from .errors import WeightsError
 @dataclass(frozen=True)
 class Variant:
     name: str
-    num_res: int
+    num_res: int  # residual blocks per level
     description: str
     aliases: tuple[str, ...] = ()
     tflop_per_720p: float = 0.0  # counted with torch.utils.flop_counter, 1280x720 frame
     ensemble: bool = False  # MIMO-UNet++: geometric self-ensemble at test time
     weights: str = ""  # key into weights/registry.json; defaults to the variant name
+    base_channel: int = 32  # channels at full scale (twice and four times that at 1/2 and 1/4)
 
     @property
     def weights_key(self) -> str:
@@ -37,9 +38,18 @@ VARIANTS: tuple[Variant, ...] = (
         weights="mimo-unet-plus",
     ),
     Variant("mimo-unet-plus-realblur", 20, "MIMO-UNet+, RealBlur-J + GoPro", ("realblur",), 4.24),
+    Variant(
+        "mimo-unet-lite",
+        4,
+        "MIMO-UNet-lite: mimocli's own small MIMO-UNet, trained on CPU, shipped in the package",
+        ("lite",),
+        0.22,
+        base_channel=16,
+    ),
 )
 
 DEFAULT_VARIANT = "mimo-unet-plus"
+BUNDLED_VARIANT = "lite"  # mimocli's own weights, shipped in the package
 
 
 def get_variant(name: str) -> Variant:
@@ -53,23 +63,41 @@ def get_variant(name: str) -> Variant:
 
 
 _ENCODER_BLOCK = re.compile(r"^(?:module\.)?Encoder\.0\.layers\.(\d+)\.")
+_STEM = re.compile(r"^(?:module\.)?feat_extract\.0\.main\.0\.weight$")
+
+
+def architecture_of(state_dict: Mapping[str, object]) -> tuple[int, int]:
+    """(residual blocks per level, base channels) of a MIMO-UNet state dict (tensors, or shapes as
+    lists): the blocks counted from ``Encoder.0.layers.<i>`` keys, the width from the first
+    convolution's output channels. 0 for a part that is missing."""
+    indices = {int(m.group(1)) for k in state_dict if (m := _ENCODER_BLOCK.match(k))}
+    stem = next((v for k, v in state_dict.items() if _STEM.match(k)), None)
+    shape = getattr(stem, "shape", stem if isinstance(stem, (list, tuple)) else ())  # a tensor, or a manifest's shape
+    width = int(shape[0]) if len(shape) == 4 else 0
+    return (max(indices) + 1 if indices else 0), width
 
 
 def num_res_of(state_dict: Mapping[str, object]) -> int:
-    """Residual blocks per level, counted from ``Encoder.0.layers.<i>`` keys. 0 when none."""
-    indices = {int(m.group(1)) for k in state_dict if (m := _ENCODER_BLOCK.match(k))}
-    return max(indices) + 1 if indices else 0
+    """Residual blocks per level (architecture_of's first half). 0 when none."""
+    return architecture_of(state_dict)[0]
 
 
 def detect_variant(state_dict: Mapping[str, object]) -> Variant:
-    """The first variant whose architecture fits ``state_dict``. Raises WeightsError when none does."""
-    n = num_res_of(state_dict)
-    for v in VARIANTS:
-        if v.num_res == n and not v.ensemble:
-            return v
-    if n == 0:
+    """The first variant whose depth and width fit ``state_dict``, or an unnamed one of that shape.
+    Raises WeightsError when it is no MIMO-UNet state dict."""
+    n, width = architecture_of(state_dict)
+    if n == 0 or width == 0:
         raise WeightsError(
-            "these weights are not a MIMO-UNet state dict (no Encoder.0.layers.* keys)",
+            "these weights are not a MIMO-UNet state dict (no Encoder.0.layers.* or feat_extract.0 keys)",
             "pass the authors' MIMO-UNet / MIMO-UNet+ checkpoint or a file exported by mimocli",
         )
-    return Variant(f"mimo-unet-r{n}", n, f"MIMO-UNet with {n} residual blocks per level")
+    for v in VARIANTS:
+        if v.num_res == n and v.base_channel == width and not v.ensemble:
+            return v
+    suffix = "" if width == 32 else f"c{width}"
+    return Variant(
+        f"mimo-unet-r{n}{suffix}",
+        n,
+        f"MIMO-UNet with {n} residual blocks per level, {width} channels",
+        base_channel=width,
+    )

@@ -5,10 +5,11 @@ From video (Nah et al., CVPR 2017): a blurry frame is the mean of M consecutive 
 high-frame-rate video, optionally averaged in linear light (through the inverse of a gamma
 camera response), and its sharp target is the middle one of the M.
 
-From stills: a random camera-shake trajectory (a constant-speed walk with a pull back to its
-start, Gaussian shake and occasional jerks, after Boracchi and Foi, "Modeling the performance of
-image restoration from motion blur", IEEE TIP 2012), drawn into a blur kernel and convolved
-with the photo, plus optional noise and JPEG.
+From stills: a random handheld-camera path over the exposure (pitch and yaw from Boracchi and
+Foi's shake trajectory, "Modeling the performance of image restoration from motion blur", IEEE
+TIP 2012, plus roll and a slight push), the photo warped by every pose and averaged, so the blur
+varies across the frame as real shake does (mimocli.shake), plus optional noise and JPEG. The
+uniform model (one kernel per photo: ``shake_kernel``, ``shake_blur``) stays available.
 
 Pairs are written in the GoPro layout, OUT/blur/NAME.png and OUT/sharp/NAME.png, which
 `mimo eval` (and training) read directly. Every file is written atomically.
@@ -16,20 +17,19 @@ Pairs are written in the GoPro layout, OUT/blur/NAME.png and OUT/sharp/NAME.png,
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
+from .shake import SPLITS, ShakeModel, shake_region, split_of
 from .video import VideoOptions, open_source
 
 ProgressFn = Callable[[int, int | None], None]
@@ -50,9 +50,13 @@ class AverageOptions:
 
 @dataclass(frozen=True)
 class ShakeOptions:
-    """``kernel``: side of the blur kernel in pixels (the longest shake). ``exposure``: the part of
-    the trajectory the shutter sees, 0..1. ``noise``: standard deviation of Gaussian noise, in
-    8-bit levels. ``jpeg``: quality of a JPEG round trip of the blurry image (0: none)."""
+    """``kernel``: the longest blur in pixels (the camera path's length; also the side of the
+    kernel image written per photo). ``exposure``: the part of the path the shutter sees, 0..1.
+    ``roll``: degrees the camera turns about its axis at most (0: uniform blur across the photo).
+    ``noise``: standard deviation of Gaussian noise, in 8-bit levels. ``jpeg``: quality of a JPEG
+    round trip of the blurry image (0: none). ``vary``: draw each photo's blur length (4 px up to
+    ``kernel``), roll, exposure, linear light, noise and JPEG at random instead (the held-out test
+    set is made so). ``split``: only the photos of this split (mimocli.shake.split_of)."""
 
     kernel: int = 31
     exposure: float = 1.0
@@ -62,6 +66,30 @@ class ShakeOptions:
     linear: bool = False
     gamma: float = 2.2
     seed: int = 0
+    roll: float = 1.0
+    vary: bool = False
+    split: str | None = None
+
+    def model(self) -> ShakeModel:
+        """The distribution each photo's blur is drawn from."""
+        longest = float(max(self.kernel - 1, 1))
+        if self.vary:
+            return replace(ShakeModel.test(), length=(min(4.0, longest), longest), roll=self.roll)
+        return ShakeModel(
+            sharp=0.0,
+            weak=0.0,
+            length=(longest, longest),
+            anxiety=self.anxiety,
+            roll=self.roll,
+            exposure=(self.exposure, self.exposure),
+            linear=1.0 if self.linear else 0.0,
+            gamma=(self.gamma, self.gamma),
+            noise=1.0 if self.noise > 0 else 0.0,
+            noise_sigma=(self.noise, self.noise),
+            jpeg=1.0 if self.jpeg else 0.0,
+            jpeg_quality=(self.jpeg, self.jpeg),
+            scale=(1.0, 1.0),
+        )
 
 
 @dataclass
@@ -249,19 +277,6 @@ def shake_blur(image: np.ndarray, kernel: np.ndarray, linear: bool = False, gamm
     return np.rint(np.clip(y, 0, 1) * peak).astype(image.dtype)
 
 
-def _degrade(blur: np.ndarray, options: ShakeOptions, rng: np.random.Generator) -> np.ndarray:
-    if options.noise > 0:
-        scale = _max(blur.dtype) / 255
-        noisy = blur.astype(np.float64) + rng.normal(0, options.noise * scale, blur.shape)
-        blur = np.rint(np.clip(noisy, 0, _max(blur.dtype))).astype(blur.dtype)
-    if options.jpeg:
-        eight = blur if blur.dtype == np.uint8 else np.rint(blur / 257).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(eight).save(buf, "JPEG", quality=options.jpeg)
-        blur = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB" if eight.ndim == 3 else "L"))
-    return blur
-
-
 def _image_seed(seed: int, name: str) -> int:
     """A seed per image from the run's seed and the file name: the same photo always gets the
     same shake, whatever else is in the folder."""
@@ -269,9 +284,10 @@ def _image_seed(seed: int, name: str) -> int:
 
 
 def _stills(inputs: list[Path]) -> Iterator[Path]:
+    """Files as given; folders descended into (a dataset is often a folder of folders)."""
     for p in inputs:
         if p.is_dir():
-            yield from sorted(q for q in p.iterdir() if q.is_file() and is_image_path(q))
+            yield from sorted(q for q in p.rglob("*") if q.is_file() and is_image_path(q))
         else:
             yield p
 
@@ -285,8 +301,9 @@ def synth_from_stills(
     on_progress: ProgressFn | None = None,
     on_error: Callable[[ImageError], None] | None = None,
 ) -> SynthSummary:
-    """Blur sharp photos (files or folders of them) with random camera shake into pairs named
-    after the photos; the kernels go to OUT/kernel/NAME.png (scaled to their peak).
+    """Blur sharp photos (files or folders of them, descended into) with random camera shake into
+    pairs named after the photos; the blur kernel at each photo's centre goes to OUT/kernel/NAME.png
+    (scaled to its peak).
 
     An unreadable photo is handed to ``on_error`` and skipped (raised when there is none).
     Raises ValueError for bad options, OutputError for the output, ImageError when no photo is found.
@@ -297,9 +314,20 @@ def synth_from_stills(
         raise ValueError(f"exposure must be in (0, 1], not {options.exposure}")
     if not 0 <= options.jpeg <= 100:
         raise ValueError(f"jpeg quality must be 0..100, not {options.jpeg}")
+    if options.split is not None and options.split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {options.split!r}")
+    for p in map(Path, inputs):
+        if not p.exists():
+            raise ImageError(f"{p}: no such file or folder", "pass sharp photos or folders of them")
     paths = list(_stills([Path(p) for p in inputs]))
     if not paths:
-        raise ImageError(f"{', '.join(str(p) for p in inputs)}: no images found", "pass photos or folders of photos")
+        raise ImageError(f"{', '.join(str(p) for p in inputs)}: holds no images", "pass photos or folders of photos")
+    if options.split is not None:
+        paths = [p for p in paths if split_of(p) == options.split]
+        if not paths:
+            raise ImageError(
+                f"{', '.join(map(str, inputs))}: no photos in the {options.split} split", "pass more photos"
+            )
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:
@@ -309,6 +337,7 @@ def synth_from_stills(
             )
         seen[path.stem] = path
     out = Path(output)
+    model = options.model()
     _prepare(out, overwrite, resume)
     (out / "kernel").mkdir(exist_ok=True)
     summary = SynthSummary(", ".join(str(p) for p in inputs), str(out))
@@ -329,11 +358,12 @@ def synth_from_stills(
             if sharp.ndim == 3 and sharp.shape[2] in (2, 4):
                 sharp = sharp[..., :-1]  # alpha does not blur; pairs are colour only
             rng = np.random.default_rng(_image_seed(options.seed, name))
-            walk = shake_trajectory(rng, options.kernel - 1, options.anxiety)
-            kernel = shake_kernel(walk, options.kernel, options.exposure)
-            blur = _degrade(shake_blur(sharp, kernel, options.linear, options.gamma), options, rng)
+            blur, sharp, shake = shake_region(sharp, rng, model)
+            h, w = sharp.shape[:2]
+            kernel = shake.psf((w - 1) / 2, (h - 1) / 2, options.kernel)
             write_image(sharp_path, sharp)
-            write_image(out / "kernel" / f"{name}.png", np.rint(kernel / kernel.max() * 255).astype(np.uint8))
+            peak = kernel.max() or 1.0
+            write_image(out / "kernel" / f"{name}.png", np.rint(kernel / peak * 255).astype(np.uint8))
             write_image(blur_path, blur)
             summary.pairs += 1
         summary.names.append(name)

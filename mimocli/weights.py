@@ -2,7 +2,8 @@
 
 Sources, in order: an explicit local file (safetensors, or the authors' torch pickle), an
 ``hf://owner/repo/file[@revision]`` reference through huggingface-hub, then the registry's
-sources (the authors' Google Drive files). Foreign pickles are read with
+sources (the authors' Google Drive files, or ``bundled://FILE``: a file shipped inside the
+package, checked against the sha256 the registry pins and never copied or downloaded). Foreign pickles are read with
 ``torch.load(weights_only=True)`` only and converted once to safetensors in the cache, where
 their size and sha256 are recorded; every later load is checked against that record.
 """
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -32,7 +34,7 @@ from safetensors.torch import load_file, save
 from .arch import MIMOUNet
 from .atomic import write_bytes_atomic
 from .errors import DownloadError, IntegrityError, OfflineError, WeightsError
-from .registry import Variant, detect_variant, get_variant
+from .registry import BUNDLED_VARIANT, DEFAULT_VARIANT, Variant, detect_variant, get_variant
 
 ByteProgress = Callable[[int, int | None], None]
 
@@ -44,6 +46,7 @@ TIMEOUT_S = 30
 ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this many times
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+BUNDLED = "bundled://"
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -59,6 +62,15 @@ class WeightsEntry:
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     provenance: str = ""
     license: str = ""
+    fallback: bool = False  # bundled weights good enough to stand in when the default cannot be had
+
+    @property
+    def bundled(self) -> Path | None:
+        """The shipped file for a ``bundled://`` entry, else None."""
+        for source in self.sources:
+            if source.startswith(BUNDLED):
+                return Path(__file__).resolve().parent / "bundled" / source.removeprefix(BUNDLED)
+        return None
 
 
 def _registry_file() -> Path:
@@ -84,6 +96,7 @@ def load_registry() -> dict[str, WeightsEntry]:
             metrics=e.get("metrics", {}),
             provenance=e.get("provenance", ""),
             license=e.get("license", ""),
+            fallback=bool(e.get("fallback", False)),
         )
         for key, e in data.items()
     }
@@ -134,6 +147,24 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def verify_bundled(entry: WeightsEntry) -> Path:
+    """The shipped weights file of ``entry``, checked against the size and sha256 the registry pins.
+
+    Raises IntegrityError when the file is missing or altered (a broken installation).
+    """
+    path = entry.bundled
+    assert path is not None, entry.key
+    fix = "reinstall mimocli (pip install --force-reinstall mimocli), or pass --weights PATH"
+    if not path.is_file():
+        raise IntegrityError(f"{path}: the bundled {entry.key} weights are missing from this installation", fix)
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        raise IntegrityError(f"{path}: size {size:,} bytes, but the registry pins {entry.size:,}", fix)
+    if entry.sha256 and sha256_file(path) != entry.sha256:
+        raise IntegrityError(f"{path}: its sha256 does not match the one the registry pins", fix)
+    return path
 
 
 def verify_cached(path: Path) -> dict[str, Any]:
@@ -211,9 +242,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
     """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
     variant = detect_variant(state_dict)
-    stem = state_dict.get("feat_extract.0.main.0.weight")
-    width = int(stem.shape[0]) if stem is not None and stem.ndim == 4 else 32  # 32 in every published model
-    model = MIMOUNet(variant.num_res, width)
+    model = MIMOUNet(variant.num_res, variant.base_channel)
     try:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as e:
@@ -227,9 +256,14 @@ def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path
     and record its size and sha256 beside it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in state_dict.items()}
-    meta = {"format": "pt", "architecture": "MIMOUNet", "num_res": str(variant.num_res)}
+    meta = {
+        "format": "pt",
+        "architecture": "MIMOUNet",
+        "num_res": str(variant.num_res),
+        "base_channel": str(variant.base_channel),
+    }
     write_bytes_atomic(dest, save(tensors, metadata=meta))
-    _write_record(dest, num_res=variant.num_res, **info)
+    _write_record(dest, num_res=variant.num_res, base_channel=variant.base_channel, **info)
     return dest
 
 
@@ -443,6 +477,9 @@ def resolve_weights(
             return got if got.suffix == ".safetensors" else import_weights(got, cache=root)[0]
         return Path(ref).expanduser()
     key = v.weights_key
+    entry = load_registry().get(key)
+    if entry is not None and entry.bundled is not None:
+        return verify_bundled(entry)
     path = cached_weights(key, root)
     if path.exists():
         verify_cached(path)
@@ -461,6 +498,8 @@ def download_weights(
     Raises OfflineError with instructions when offline or unreachable.
     """
     entry = registry_entry(get_variant(key).weights_key if key not in load_registry() else key)
+    if entry.bundled is not None:
+        return verify_bundled(entry)  # shipped with the package: nothing to fetch
     root = cache_dir(cache)
     dest = cached_weights(entry.key, root)
     if dest.exists() and not force:
@@ -479,10 +518,11 @@ def download_weights(
                 raw = hf_download(source)
             sd = read_state_dict(raw)
             _, variant = build_model(sd, source)
-            expected = get_variant(entry.architecture).num_res
-            if variant.num_res != expected:
+            arch = get_variant(entry.architecture)
+            if (variant.num_res, variant.base_channel) != (arch.num_res, arch.base_channel):
                 raise IntegrityError(
-                    f"{source}: holds a MIMO-UNet with {variant.num_res} blocks, but {entry.key} has {expected}",
+                    f"{source}: holds a MIMO-UNet with {variant.num_res} blocks of {variant.base_channel} channels, "
+                    f"but {entry.key} has {arch.num_res} of {arch.base_channel}",
                     "the published file has changed; report it, or pass --weights PATH",
                 )
             info = {"source": source, "source_sha256": sha256_file(raw), "source_size": raw.stat().st_size}
@@ -509,9 +549,10 @@ def import_weights(
     digest = sha256_file(p)
     if key is not None:
         v = get_variant(key)
-        if v.num_res != detected.num_res:
+        if (v.num_res, v.base_channel) != (detected.num_res, detected.base_channel):
             raise WeightsError(
-                f"{p}: holds {detected.name} weights ({detected.num_res} blocks), not {v.name}",
+                f"{p}: holds {detected.name} weights "
+                f"({detected.num_res} blocks of {detected.base_channel} channels), not {v.name}",
                 f"import it as {detected.name}",
             )
         dest = cached_weights(v.weights_key, root)
@@ -527,6 +568,67 @@ def import_weights(
     return dest, detected
 
 
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A model and where its weights came from (for records and bug reports)."""
+
+    model: MIMOUNet
+    variant: Variant  # the variant asked for, or the bundled fallback that stood in for it
+    name: str  # the registry key, or the file the user passed
+    path: Path
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "variant": self.variant.name, "sha256": self.sha256}
+
+
+def fallback_entry() -> WeightsEntry | None:
+    """The bundled weights that stand in when the default variant's cannot be had, if any are
+    marked good enough for it (``"fallback": true`` in the registry)."""
+    return next((e for e in load_registry().values() if e.fallback and e.bundled is not None), None)
+
+
+def load_weights(
+    variant: str | None = None,
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_progress: ByteProgress | None = None,
+) -> LoadedWeights:
+    """``load_model`` plus the weights' name, path and sha256.
+
+    With neither ``variant`` nor ``weights``, the default variant (MIMO-UNet+) is used when it is
+    cached or can be downloaded; when it cannot (offline, unreachable), the bundled model stands in
+    with a warning (``warnings.warn``) if the registry marks one as good enough, and otherwise the
+    error names the bundled variant as an option.
+    Raises WeightsError (or a subclass) when no weights can be had.
+    """
+    from .engine import resolve_device
+
+    v = get_variant(variant or DEFAULT_VARIANT)
+    try:
+        path = resolve_weights(v, weights, cache_dir, on_progress)
+    except (OfflineError, DownloadError) as e:
+        if variant is not None or weights is not None:
+            raise
+        fb = fallback_entry()
+        if fb is None:
+            raise type(e)(
+                e.message, f"{e.hint}; or use mimocli's own small bundled model: --variant {BUNDLED_VARIANT}"
+            ) from e
+        warnings.warn(
+            f"{v.name} weights cannot be had ({e.message}); using mimocli's bundled {fb.key}, which deblurs "
+            f"less well: for {v.name}, {e.hint}",
+            UserWarning,
+            stacklevel=2,
+        )
+        v = get_variant(fb.architecture)
+        path = verify_bundled(fb)
+    model, _ = build_model(read_state_dict(path), str(path))
+    name = str(weights) if weights is not None else v.weights_key
+    return LoadedWeights(model.to(resolve_device(device)), v, name, path, sha256_file(path))
+
+
 def load_model(
     variant: str = "mimo-unet-plus",
     device: str | torch.device = "cpu",
@@ -537,14 +639,11 @@ def load_model(
     """A MIMO-UNet in eval mode with pretrained weights, on ``device``.
 
     ``weights``: a local .safetensors/.pkl/.pth or hf://owner/repo/file[@rev]; default: the
-    variant's registered weights, downloaded once into the cache. The architecture follows the
-    weights. Raises WeightsError (or a subclass) when they cannot be had.
+    variant's registered weights, downloaded once into the cache (or shipped in the package, for
+    mimo-unet-lite). The architecture follows the weights. Raises WeightsError (or a subclass)
+    when they cannot be had.
     """
-    from .engine import resolve_device
-
-    path = resolve_weights(variant, weights, cache_dir, on_progress)
-    model, _ = build_model(read_state_dict(path), str(path))
-    return model.to(resolve_device(device))
+    return load_weights(variant, device, weights, cache_dir, on_progress).model
 
 
 def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -552,11 +651,12 @@ def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str,
     root = cache_dir(cache)
     rows = []
     for key, e in load_registry().items():
-        path = cached_weights(key, root)
+        path = e.bundled or cached_weights(key, root)
         rows.append(
             {
                 "name": key,
                 "description": e.description,
+                "bundled": e.bundled is not None,
                 "cached": path.exists(),
                 "path": str(path) if path.exists() else None,
                 "size": path.stat().st_size if path.exists() else None,

@@ -224,7 +224,7 @@ def test_real_subprocess(pics, tiny_weights, tmp_path):
 
 def test_variant_that_does_not_fit_the_weights_warns(pics, tiny_weights):
     r = run("deblur", pics / "a.png", "-w", tiny_weights, "--variant", "base")
-    assert r.exit_code == 0 and "1 blocks per level, not mimo-unet" in r.stderr
+    assert r.exit_code == 0 and "1 blocks of 32 channels, not mimo-unet" in r.stderr
     r = run("deblur", pics / "b.jpg", "-w", tiny_weights)
     assert r.exit_code == 0 and "Warning" not in r.stderr
 

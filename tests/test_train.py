@@ -50,9 +50,12 @@ def test_a_tiny_model_lowers_its_loss(pairs, tmp_path):
     s = train(_model(), pairs, tmp_path / "run", opts, "cpu", val=pairs)
     losses = [h["loss"] for h in s.history if "loss" in h]
     assert len(losses) == 40
-    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    # the pairs blur with camera roll (non-uniform), which a 1-block, 8-channel model fits slowly
+    assert np.mean(losses[-8:]) < 0.9 * np.mean(losses[:8])
     vals = [h["val_psnr"] for h in s.history if "val_psnr" in h]
-    assert len(vals) == 2 and all(np.isfinite(vals))
+    assert len(vals) == 2 and all(np.isfinite(vals)) and vals[1] > vals[0]
+    assert s.best_val_psnr == max(vals) and (tmp_path / "run/best.safetensors").exists()
+    assert 0 < s.cpu_seconds and all("cpu_seconds" in h for h in s.history)
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 41))
     assert read_image(tmp_path / "run/loss.png").pixels.shape == (400, 800, 3)
@@ -82,7 +85,7 @@ def test_resumed_run_equals_an_uninterrupted_one(pairs, tmp_path):
     a = load_file(str(tmp_path / "whole/model.safetensors"))
     b = load_file(str(tmp_path / "cut/model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda h: [{k: v for k, v in x.items() if k != "seconds"} for x in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in x.items() if k not in ("seconds", "cpu_seconds")} for x in h]  # noqa: E731
     assert strip(resumed.history) == strip(whole.history)  # steps 5 and 6 logged once, not twice
 
 

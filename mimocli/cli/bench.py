@@ -157,7 +157,11 @@ def bench(
             with fail_on_error():
                 cases = []
                 for v in chosen:
-                    model = load_model(v.name, "cpu", weights) if weights else random_model(v.num_res)
+                    model = (
+                        load_model(v.name, "cpu", weights)
+                        if weights
+                        else random_model(v.num_res, base_channel=v.base_channel)
+                    )
                     cases += [BenchCase(model, v, w, h) for w, h in frame_sizes]
             try:
                 results = bench_suite(
@@ -207,7 +211,11 @@ def _bench_video(
     reuse_memory: bool,
 ) -> None:
     with fail_on_error():
-        model = load_model(variant.name, "cpu", weights) if weights else random_model(variant.num_res)
+        model = (
+            load_model(variant.name, "cpu", weights)
+            if weights
+            else random_model(variant.num_res, base_channel=variant.base_channel)
+        )
         deblurrer = Deblurrer(
             model, device, precision, ensemble=variant.ensemble, channels_last=channels_last, compile=compile
         )

@@ -16,7 +16,7 @@ from mimocli.errors import ImageError, OutputError
 from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
 from mimocli.paths import Job, plan_jobs
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.weights import load_model
+from mimocli.weights import LoadedWeights, load_weights
 
 from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
@@ -45,25 +45,28 @@ def make_deblurrer(
     compile: bool | str = False,
     threads: int = 0,
     reuse_memory: bool = True,
-) -> Deblurrer:
-    """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1."""
+) -> tuple[Deblurrer, LoadedWeights]:
+    """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1. Without
+    --variant and --weights, the default variant or, where it cannot be had, the bundled model
+    with a warning."""
     if threads:
         torch.set_num_threads(threads)
-    with fail_on_error():
-        v = get_variant(variant or DEFAULT_VARIANT)
+    with fail_on_error(), warnings_to_stderr(quiet):
         dl, update = byte_progress(quiet)
         with dl:
-            model = load_model(v.name, "cpu", weights, cache_dir, update)
-        if variant and model.num_res != v.num_res:
+            loaded = load_weights(variant, "cpu", weights, cache_dir, update)
+        model, v = loaded.model, loaded.variant
+        if variant and (model.num_res, model.base_channel) != (v.num_res, v.base_channel):
             warnings.warn(
-                f"--weights hold a MIMO-UNet with {model.num_res} blocks per level, not {v.name}; the weights decide",
+                f"--weights hold a MIMO-UNet with {model.num_res} blocks of {model.base_channel} channels, "
+                f"not {v.name}; the weights decide",
                 UserWarning,
                 stacklevel=1,
             )
         d = Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
     if d.device.type == "cpu" and reuse_memory:
         reuse_freed_memory()
-    return d
+    return d, loaded
 
 
 @app.command()
@@ -116,6 +119,7 @@ def deblur(
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     deblurrer: Deblurrer | None = None
+    used: dict[str, str] = {}
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
         with progress:
@@ -131,7 +135,7 @@ def deblur(
                         continue
                     image = read_image(job.input, max_pixels)
                     if deblurrer is None:
-                        deblurrer = make_deblurrer(
+                        deblurrer, loaded = make_deblurrer(
                             variant,
                             weights,
                             cache_dir,
@@ -146,6 +150,7 @@ def deblur(
                             threads,
                             reuse_memory,
                         )
+                        used = loaded.to_dict()
 
                     def on_tiles(done: int, total: int) -> None:
                         progress.update(tiles_task, completed=done, total=total, visible=total > 1)
@@ -169,6 +174,7 @@ def deblur(
                             "tiles": result.tiles,
                             "seconds": round(time.perf_counter() - t0, 3),
                             "fp32_fallbacks": result.fp32_fallbacks,
+                            "weights": used,
                         },
                         save_scales,
                     )

@@ -72,7 +72,7 @@ def eval_command(
         pairs = find_pairs(data)
         if csv_path is not None and csv_path.is_dir():
             raise OutputError(f"{csv_path}: is a folder", "give --csv a file name such as scores.csv")
-    deblurrer = make_deblurrer(
+    deblurrer, loaded = make_deblurrer(
         variant,
         weights,
         cache_dir,
@@ -110,6 +110,7 @@ def eval_command(
         payload = {
             "data": str(data),
             "settings": {**deblurrer.settings, "model_blocks": getattr(deblurrer.model, "num_res", None)},
+            "weights": loaded.to_dict(),
             "images": [r.to_dict() for r in records],
             "mean": summary.to_dict(),
             "failed": failed,

@@ -28,7 +28,16 @@ def synth(
     gamma: float = typer.Option(2.2, "--gamma", min=1.0, max=4.0, help="With --linear: response x^(1/gamma)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Video: at most this many pairs."),
     shake: bool = typer.Option(False, "--shake", help="Blur still photos with random camera-shake kernels."),
-    kernel: int = typer.Option(31, "--kernel", min=3, max=255, help="Shake: kernel side in pixels (longest blur)."),
+    kernel: int = typer.Option(31, "--kernel", min=3, max=255, help="Shake: the longest blur in pixels."),
+    roll: float = typer.Option(
+        1.0, "--roll", min=0.0, max=10.0, help="Shake: degrees the camera may turn about its axis (0: uniform blur)."
+    ),
+    vary: bool = typer.Option(
+        False, "--vary", help="Shake: draw each photo's blur length, roll, exposure, noise and JPEG at random."
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="Shake: only the photos of this split: train, val or test (the held-out rule)."
+    ),
     exposure: float = typer.Option(1.0, "--exposure", min=0.05, max=1.0, help="Shake: part of the path exposed."),
     noise: float = typer.Option(0.0, "--noise", min=0.0, help="Shake: Gaussian noise, std in 8-bit levels."),
     jpeg: int = typer.Option(0, "--jpeg", min=0, max=100, help="Shake: JPEG quality of the blurry image; 0: none."),
@@ -39,7 +48,7 @@ def synth(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, summary or warnings."),
 ) -> None:
     """Make blurry/sharp training pairs: average M frames of a video as GoPro was made, or blur
-    sharp photos with random camera shake (--shake)."""
+    sharp photos with random camera shake (--shake; folders are descended into)."""
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
     if not shake and len(inputs) != 1:
@@ -58,7 +67,18 @@ def synth(
             with progress:
                 update = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
                 if shake:
-                    opts = ShakeOptions(kernel, exposure, noise=noise, jpeg=jpeg, linear=linear, gamma=gamma, seed=seed)
+                    opts = ShakeOptions(
+                        kernel,
+                        exposure,
+                        noise=noise,
+                        jpeg=jpeg,
+                        linear=linear,
+                        gamma=gamma,
+                        seed=seed,
+                        roll=roll,
+                        vary=vary,
+                        split=split,
+                    )
                     summary = synth_from_stills(list(inputs), output, opts, overwrite, resume, update, skip)
                 else:
                     avg = AverageOptions(frames, stride, linear, gamma, limit)

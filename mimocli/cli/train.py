@@ -22,13 +22,25 @@ from . import app, err, fail_on_error, options, out, progress_bar, report, warni
 
 @app.command("train")
 def train_command(
-    data: Path = typer.Argument(..., help="Pairs in any layout mimo eval reads (mimo synth writes one)."),
+    data: list[Path] = typer.Argument(
+        ...,
+        help="Pairs in any layout mimo eval reads (mimo synth writes one); with --shake, sharp photos or folders.",
+        show_default=False,
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint, metrics, plot, model.safetensors."),
-    variant: str = typer.Option("base", "--variant", "-m", help="Architecture: base (8 blocks) or plus (20)."),
+    variant: str = typer.Option(
+        "base", "--variant", "-m", help="Architecture: base (8 blocks), plus (20) or lite (4 blocks, 16 channels)."
+    ),
     init: str | None = typer.Option(
         None, "--init", help="Start from these weights: a variant name (downloads) or a file. Default: random."
     ),
     val: Path | None = typer.Option(None, "--val", help="Held-out pairs for validation PSNR."),
+    shake: bool = typer.Option(
+        False,
+        "--shake",
+        help="DATA is sharp photos: every crop gets a fresh random camera shake (non-uniform, with weak and no "
+        "blur, noise and JPEG). Photos in the test split are never read; the validation split validates.",
+    ),
     synthesize: bool = typer.Option(
         False,
         "--synthesize",
@@ -57,6 +69,10 @@ def train_command(
     `mimo deblur --weights` loads."""
     if crop % 4:
         raise typer.BadParameter(f"{crop} is not a multiple of 4", param_hint="--crop")
+    if shake and synthesize:
+        raise typer.BadParameter("--shake and --synthesize exclude each other", param_hint="--shake")
+    if len(data) > 1 and not shake:
+        raise typer.BadParameter("pairs come from one folder; several inputs need --shake", param_hint="DATA")
     if threads:
         torch.set_num_threads(threads)
     opts = TrainOptions(
@@ -72,6 +88,7 @@ def train_command(
         val_every,
         log_every,
         mixed_precision,
+        shake,
     )
     with fail_on_error():
         v = get_variant(variant)
@@ -83,9 +100,9 @@ def train_command(
             model = load_model(name, "cpu", file)
         else:
             torch.manual_seed(seed)
-            model = MIMOUNet(v.num_res)
+            model = MIMOUNet(v.num_res, v.base_channel)
     if synthesize:
-        data = _synthesize(data, out_dir / "synth", seed)
+        data = [_synthesize(data[0], out_dir / "synth", seed)]
     with warnings_to_stderr(quiet):
         progress = progress_bar(
             MofNCompleteColumn(),
@@ -98,7 +115,7 @@ def train_command(
         with progress, fail_on_error():
             summary = train(
                 model,
-                data,
+                list(data),
                 out_dir,
                 opts,
                 device,

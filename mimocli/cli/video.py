@@ -136,7 +136,7 @@ def video(
     )
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
-    deblurrer = make_deblurrer(
+    deblurrer, loaded = make_deblurrer(
         variant,
         weights,
         cache_dir,
@@ -176,7 +176,7 @@ def video(
             err.print(f"[bold red]Interrupted[/bold red]: {output} was not written{kept}")
             raise typer.Exit(130) from None
     if as_json:
-        out.print(json.dumps(summary.to_dict()), markup=False, highlight=False)
+        out.print(json.dumps({**summary.to_dict(), "weights": loaded.to_dict()}), markup=False, highlight=False)
     else:
         out.print(str(output))
     if not quiet:
