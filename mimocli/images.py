@@ -252,3 +252,36 @@ def write_image(
     """
     p = Path(path)
     return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality))
+
+
+def side_by_side(
+    before: np.ndarray, after: np.ndarray, labels: tuple[str, str] = ("blurry", "deblurred")
+) -> np.ndarray:
+    """``before`` and ``after`` (same shape and dtype, as read_image returns) next to each other
+    with a 4-pixel gap and each one's label in a dark band at its top left; same layout out.
+
+    Raises ValueError when the two differ in shape or dtype."""
+    if before.shape != after.shape or before.dtype != after.dtype:
+        raise ValueError(f"cannot compare {before.shape} {before.dtype} with {after.shape} {after.dtype}")
+    squeeze = before.ndim == 2
+    a, b = (x[:, :, None] if squeeze else x for x in (before, after))
+    h, w, c = a.shape
+    peak = int(np.iinfo(a.dtype).max)
+    gap = np.full((h, 4, c), peak, a.dtype)  # white (and opaque, where there is alpha)
+    halves = []
+    scale = max(0.4, min(h, w) / 700)  # text about 3% of the shorter side
+    thick = max(1, round(scale * 2))
+    for img, text in ((a, labels[0]), (b, labels[1])):
+        img = np.ascontiguousarray(img.copy())
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        pad = max(4, th // 2)
+        band_h, band_w = min(h, th + base + 2 * pad), min(w, tw + 2 * pad)
+        colour = img.shape[2] - (1 if img.shape[2] in (2, 4) else 0)
+        img[:band_h, :band_w, :colour] = (img[:band_h, :band_w, :colour] * 0.25).astype(img.dtype)
+        if img.shape[2] in (2, 4):
+            img[:band_h, :band_w, -1] = peak
+        ink = tuple([peak] * img.shape[2])
+        cv2.putText(img, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick, cv2.LINE_AA)
+        halves.append(img)
+    out = np.concatenate([halves[0], gap, halves[1]], axis=1)
+    return out[:, :, 0] if squeeze else out

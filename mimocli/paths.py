@@ -10,6 +10,7 @@ from pathlib import Path
 from .images import FORMATS
 
 SUFFIX = "_deblurred"
+COMPARE_SUFFIX = "_compare"
 SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 
 
@@ -21,12 +22,17 @@ class Job:
     output: Path
     scales: dict[float, Path]
     error: str | None = None
+    compare: Path | None = None  # input and output side by side (--compare)
 
 
 def _is_ours(path: Path) -> bool:
     # A folder processed twice must not deblur its own earlier results again.
     stem = path.stem
-    return stem.endswith(SUFFIX) or any(stem.endswith(f"{SUFFIX}_{n}") for n in SCALE_NAMES.values())
+    return (
+        stem.endswith(SUFFIX)
+        or stem.endswith(COMPARE_SUFFIX)
+        or any(stem.endswith(f"{SUFFIX}_{n}") for n in SCALE_NAMES.values())
+    )
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
@@ -92,5 +98,6 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
                 folder = out_path / src.parent.relative_to(root) if root is not None else out_path
             dest = folder / f"{src.stem}{SUFFIX}{src.suffix}"
         scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in SCALE_NAMES.items()}
-        jobs.append(Job(src, dest, scales, error))
+        stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
+        jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))
     return jobs

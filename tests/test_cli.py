@@ -273,3 +273,25 @@ def test_real_photos_with_upstream_keyed_weights(shared, tmp_path):
             -(-before.shape[0] // 4),
             -(-before.shape[1] // 4),
         )
+
+
+def test_compare_writes_input_and_output_side_by_side(pics, tiny_weights, tmp_path):
+    r = run("deblur", pics / "a.png", pics / "b.jpg", "-w", tiny_weights, "--compare", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(x["compare"]).name for x in records] == ["a_compare.png", "b_compare.jpg"]
+    assert all(x["weights"]["name"] == str(tiny_weights) and len(x["weights"]["sha256"]) == 64 for x in records)
+    both = read_image(pics / "a_compare.png").pixels
+    out = read_image(pics / "a_deblurred.png").pixels
+    src = read_image(pics / "a.png").pixels
+    assert both.shape == (40, 52 * 2 + 4, 3)
+    # below the label bands, the halves are the input and the output, untouched
+    assert np.array_equal(both[30:, :52], src[30:]) and np.array_equal(both[30:, 56:], out[30:])
+    # a rerun of the folder neither deblurs the comparison nor overwrites it unasked
+    r = run("deblur", pics, "-w", tiny_weights, "--compare", "--overwrite", "--json", "--quiet")
+    assert r.exit_code == 0 and all("_compare" not in Path(json.loads(x)["input"]).name for x in r.stdout.splitlines())
+    (pics / "a_deblurred.png").unlink()
+    r = run("deblur", pics / "a.png", "-w", tiny_weights, "--compare")
+    assert r.exit_code == 1 and "a_compare.png: already exists" in flat(r.stderr)
+    r = run("deblur", pics / "a.png", "-o", tmp_path / "single.png", "-w", tiny_weights, "--compare", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "single_compare.png").exists()

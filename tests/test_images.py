@@ -105,3 +105,19 @@ def test_rounding_not_truncation(tmp_path):
     assert from_tensor(t, np.dtype(np.uint8))[0, 0, 0] == 128
     t = torch.full((1, 3, 2, 2), 254.6 / 255)
     assert from_tensor(t, np.dtype(np.uint8))[0, 0, 0] == 255
+
+
+def test_side_by_side_keeps_layout_and_labels_both_halves():
+    from mimocli.images import side_by_side
+
+    for shape, dtype in (((60, 80), np.uint8), ((60, 80, 4), np.uint16), ((60, 80, 3), np.uint8)):
+        a = np.zeros(shape, dtype)
+        b = np.full(shape, 7, dtype)
+        both = side_by_side(a, b, ("before", "after"))
+        assert both.dtype == dtype and both.shape[0] == 60 and both.shape[1] == 164
+        assert both.shape[2:] == shape[2:]
+        peak = np.iinfo(dtype).max
+        assert (both[:20, :60] == peak).any() and (both[:20, 84:144] == peak).any()  # ink in both bands
+        assert (both[40:, :80] == 0).all() and (both[40:, 84:] == 7).all()
+    with pytest.raises(ValueError, match="cannot compare"):
+        side_by_side(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8))

@@ -13,7 +13,7 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.engine import Deblurrer, reuse_freed_memory
 from mimocli.errors import ImageError, OutputError
-from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, write_image
+from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, side_by_side, write_image
 from mimocli.paths import Job, plan_jobs
 from mimocli.registry import DEFAULT_VARIANT, get_variant
 from mimocli.weights import LoadedWeights, load_weights
@@ -93,6 +93,9 @@ def deblur(
     save_scales: bool = typer.Option(
         False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."
     ),
+    compare: bool = typer.Option(
+        False, "--compare", help="Also write NAME_compare.EXT: the input and the output side by side, labelled."
+    ),
     quality: int = typer.Option(
         95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."
     ),
@@ -128,7 +131,7 @@ def deblur(
             for job in jobs:
                 progress.update(files_task, description=f"[bold]{job.input.name}")
                 try:
-                    status = _check(job, sources, overwrite, skip_existing)
+                    status = _check(job, sources, overwrite, skip_existing, compare)
                     if status == "skip":
                         counts["skipped"] += 1
                         _emit(as_json, job, "skipped", None)
@@ -162,6 +165,10 @@ def deblur(
                     if save_scales:
                         for s, path in job.scales.items():
                             write_image(path, result.scales[s], image.exif, image.icc)
+                    if compare and job.compare is not None:
+                        name = used.get("variant", "")
+                        both = side_by_side(image.pixels, result.image, ("blurry input", f"deblurred ({name})"))
+                        write_image(job.compare, both, image.exif, image.icc, quality)
                     counts["ok"] += 1
                     h, w = result.image.shape[:2]
                     _emit(
@@ -177,6 +184,7 @@ def deblur(
                             "weights": used,
                         },
                         save_scales,
+                        compare,
                     )
                 except (ImageError, OutputError) as e:
                     counts["failed"] += 1
@@ -199,11 +207,12 @@ def deblur(
         raise typer.Exit(1)
 
 
-def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool) -> str:
+def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool, compare: bool = False) -> str:
     """'run' or 'skip'. Raises ImageError/OutputError for a job that must not run."""
     if job.error:
         raise ImageError(f"{job.input}: {job.error}")
-    targets = [job.output, *job.scales.values()]
+    extra = [job.compare] if compare and job.compare is not None else []
+    targets = [job.output, *job.scales.values(), *extra]
     for t in targets:
         if t.resolve() in sources:
             raise OutputError(f"{t}: is an input; refusing to write over it", "choose another -o")
@@ -212,10 +221,15 @@ def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool) -
             return "skip"
         if not overwrite:
             raise OutputError(f"{job.output}: already exists", "pass --overwrite to replace it or --skip-existing")
+    for t in extra:
+        if t.exists() and not overwrite:
+            raise OutputError(f"{t}: already exists", "pass --overwrite to replace it")
     return "run"
 
 
-def _emit(as_json: bool, job: Job, status: str, info: dict[str, object] | None, scales: bool = False) -> None:
+def _emit(
+    as_json: bool, job: Job, status: str, info: dict[str, object] | None, scales: bool = False, compare: bool = False
+) -> None:
     if status == "ok" and not as_json:
         out.print(str(job.output))
         return
@@ -224,5 +238,7 @@ def _emit(as_json: bool, job: Job, status: str, info: dict[str, object] | None, 
     record: dict[str, object] = {"input": str(job.input), "output": str(job.output), "status": status}
     if scales:
         record["scales"] = {str(s): str(p) for s, p in job.scales.items()}
+    if compare and job.compare is not None:
+        record["compare"] = str(job.compare)
     record.update(info or {})
     out.print(json.dumps(record), markup=False, highlight=False)

@@ -1,0 +1,102 @@
+"""Ship a training run's best weights as mimocli's bundled mimo-unet-lite (maintainers only).
+
+    python weights/bundle.py RUN_DIR
+
+Reads RUN_DIR/best.safetensors (the export at the best validation PSNR) and RUN_DIR/metrics.jsonl,
+writes the weights as fp16 safetensors to mimocli/bundled/mimo-unet-lite.safetensors, pins their
+size and sha256 in weights/registry.json, and commits-ready copies of the training curve:
+weights/lite_metrics.jsonl and weights/lite_curve.png (validation PSNR against steps and CPU-hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save
+
+from mimocli.atomic import write_bytes_atomic
+from mimocli.registry import architecture_of, get_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "mimo-unet-lite"
+
+
+def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) -> None:
+    """Validation PSNR against steps (bottom axis) and CPU-hours (top axis)."""
+    vals = [(h["step"], h.get("cpu_seconds", 0.0) / 3600, h["val_psnr"]) for h in history if "val_psnr" in h]
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 70, width - 30, 40, height - 50
+    d.rectangle([left, top, right, bottom], outline="black")
+    if vals:
+        s0, s1 = 0, max(v[0] for v in vals)
+        lo, hi = min(v[2] for v in vals), max(v[2] for v in vals)
+        lo, hi = lo - 0.1, hi + 0.1
+        pts = [
+            (left + (s - s0) / max(s1 - s0, 1) * (right - left), bottom - (p - lo) / (hi - lo) * (bottom - top))
+            for s, _, p in vals
+        ]
+        if len(pts) > 1:
+            d.line(pts, fill="darkorange", width=2)
+        for x, y in pts:
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill="darkorange")
+        for frac in (0, 0.25, 0.5, 0.75, 1):
+            x = left + frac * (right - left)
+            step = s0 + frac * (s1 - s0)
+            hours = next((c for s, c, _ in vals if s >= step), vals[-1][1])
+            d.text((x - 15, bottom + 8), f"{step:.0f}", fill="black")
+            d.text((x - 15, top - 16), f"{hours:.2f} h", fill="gray")
+        for frac in (0, 0.5, 1):
+            y = bottom - frac * (bottom - top)
+            d.text((8, y - 6), f"{lo + frac * (hi - lo):.2f} dB", fill="black")
+        d.text((left + 8, top + 6), f"validation PSNR: {vals[0][2]:.2f} -> {vals[-1][2]:.2f} dB", fill="darkorange")
+    d.text((width // 2 - 60, height - 22), "step (bottom) / CPU-hours (top)", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="the training run folder (mimo train --out)")
+    args = ap.parse_args()
+    sd = load_file(str(args.run / "best.safetensors"))
+    v = get_variant(KEY)
+    if architecture_of(sd) != (v.num_res, v.base_channel):
+        raise SystemExit(f"{args.run}: holds {architecture_of(sd)}, not {KEY}'s {(v.num_res, v.base_channel)}")
+    history = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    vals = [h for h in history if "val_psnr" in h]
+    best = max(vals, key=lambda h: h["val_psnr"])
+    meta = {
+        "format": "pt",
+        "architecture": "MIMOUNet",
+        "num_res": str(v.num_res),
+        "base_channel": str(v.base_channel),
+        "producer": "mimocli train --shake",
+        "step": str(best["step"]),
+        "cpu_hours": f"{best.get('cpu_seconds', 0) / 3600:.2f}",
+        "val_psnr": f"{best['val_psnr']:.3f}",
+    }
+    blob = save({k: t.to(torch.float16).contiguous() for k, t in sd.items()}, metadata=meta)
+    dest = ROOT / "mimocli" / "bundled" / f"{KEY}.safetensors"
+    dest.parent.mkdir(exist_ok=True)
+    write_bytes_atomic(dest, blob)
+    registry_path = ROOT / "weights" / "registry.json"
+    registry = json.loads(registry_path.read_text())
+    registry[KEY]["size"] = len(blob)
+    registry[KEY]["sha256"] = hashlib.sha256(blob).hexdigest()
+    registry[KEY]["training"] = {k: meta[k] for k in ("step", "cpu_hours", "val_psnr")}
+    write_bytes_atomic(registry_path, (json.dumps(registry, indent=2) + "\n").encode())
+    write_bytes_atomic(ROOT / "weights" / "lite_metrics.jsonl", (args.run / "metrics.jsonl").read_bytes())
+    curve(history, ROOT / "weights" / "lite_curve.png")
+    print(f"{dest}: step {best['step']}, val {best['val_psnr']:.3f} dB, {len(blob) / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
