@@ -280,8 +280,11 @@ def side_by_side(
         img[:band_h, :band_w, :colour] = (img[:band_h, :band_w, :colour] * 0.25).astype(img.dtype)
         if img.shape[2] in (2, 4):
             img[:band_h, :band_w, -1] = peak
-        ink = tuple([peak] * img.shape[2])
-        cv2.putText(img, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick, cv2.LINE_AA)
+        mask = np.zeros((band_h, band_w), np.uint8)  # OpenCV draws text on 8-bit images only
+        cv2.putText(mask, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+        alpha = mask[:, :, None].astype(np.float64) / 255
+        band = img[:band_h, :band_w, :colour].astype(np.float64)
+        img[:band_h, :band_w, :colour] = np.rint(band * (1 - alpha) + peak * alpha).astype(img.dtype)
         halves.append(img)
     out = np.concatenate([halves[0], gap, halves[1]], axis=1)
     return out[:, :, 0] if squeeze else out
