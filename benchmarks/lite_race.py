@@ -2,8 +2,10 @@
 
 Each candidate trains from scratch with the same data (sharp photos, a fresh shake per crop), seed
 and recipe for about the same process CPU time; the validation split's PSNR is compared at equal
-CPU seconds (linear interpolation between validations). The 1280x720 inference time of each, as a
-share of MIMO-UNet's, is measured in the same run: the lite variant may take at most a fifth.
+CPU seconds (linear interpolation between validations), and each candidate's final weights are
+scored on the validation split's always-blurred crops (mimocli.train.VAL_SHAKE) beside the blurry
+input's score. The 1280x720 inference time of each, as a share of MIMO-UNet's, is measured in the
+same run: the lite variant may take at most a fifth.
 
     python benchmarks/lite_race.py ../shared/data/sharp --out /tmp/race --cpu-minutes 16
 """
@@ -21,7 +23,9 @@ import torch
 
 from mimocli.arch import MIMOUNet
 from mimocli.engine import reuse_freed_memory
-from mimocli.train import TrainOptions, loss_fn, train
+from mimocli.evaluate import psnr
+from mimocli.shake import split_of
+from mimocli.train import VAL_CROPS, VAL_SHAKE, ShakeData, TrainOptions, find_photos, loss_fn, train, validate
 
 CANDIDATES = [(4, 16), (6, 16), (3, 20)]  # (blocks per level, base channels)
 
@@ -52,6 +56,19 @@ def cpu_per_step(num_res: int, width: int, batch: int, crop: int) -> float:
         opt.step()
         times.append(time.process_time() - t)
     return statistics.median(times[1:])
+
+
+def val_crops(photos: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    data = ShakeData([p for p in find_photos([photos]) if split_of(p) == "val"], 256, VAL_SHAKE)
+    crops = data.fixed(VAL_CROPS)
+    data.close()
+    return crops
+
+
+def final_score(run: Path, num_res: int, width: int, crops: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    model = MIMOUNet(num_res, width)
+    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    return validate(model, crops, torch.device("cpu"))
 
 
 def at(history: list[dict], cpu: float) -> float:
@@ -95,6 +112,13 @@ def main() -> None:
             }
         )
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "history"}), flush=True)
+    crops = val_crops(args.photos)
+    blurry = float(np.mean([psnr(b, s) for b, s in crops]))
+    for r in rows:
+        r["final_val_psnr"] = round(
+            final_score(args.out / f"r{r['num_res']}c{r['width']}", r["num_res"], r["width"], crops), 3
+        )
+        r["final_gain_db"] = round(r["final_val_psnr"] - blurry, 3)
     common = min(r["cpu_seconds"] for r in rows)
     for r in rows:
         r["val_psnr_at_common_cpu"] = round(at(r.pop("history"), common), 3)

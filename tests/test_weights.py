@@ -306,3 +306,93 @@ def test_import_to_cache_dir_then_deblur_offline(tmp_path, monkeypatch):
     write_image(tmp_path / "p.png", photo(32, 32))
     r = runner.invoke(app, ["deblur", str(tmp_path / "p.png"), "-m", "base", "--cache-dir", str(cache)])
     assert r.exit_code == 0, r.output
+
+
+# -- the bundled model ---------------------------------------------------------------------------
+def _lite_entry():
+    from mimocli.weights import load_registry
+
+    return load_registry()["mimo-unet-lite"]
+
+
+def test_bundled_lite_loads_offline_and_is_pinned(monkeypatch):
+    from mimocli.registry import get_variant
+    from mimocli.weights import load_weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = _lite_entry()
+    assert entry.bundled is not None and entry.bundled.parent.name == "bundled"
+    loaded = load_weights("lite")
+    v = get_variant("lite")
+    assert (loaded.model.num_res, loaded.model.base_channel) == (v.num_res, v.base_channel)
+    assert (
+        loaded.path == entry.bundled
+        and loaded.sha256 == entry.sha256 == hashlib.sha256(entry.bundled.read_bytes()).hexdigest()
+    )
+    assert loaded.path.stat().st_size == entry.size < 8_000_000
+    assert not any(cache_dir().glob("*"))  # nothing copied into the cache, nothing downloaded
+
+    from .test_cli import run
+
+    r = run("weights", "list", "--json")
+    rows = {x["name"]: x for x in __import__("json").loads(r.stdout)}
+    assert rows["mimo-unet-lite"]["bundled"] and rows["mimo-unet-lite"]["cached"]
+    assert not rows["mimo-unet-plus"]["bundled"]
+    assert download_weights("mimo-unet-lite") == entry.bundled  # nothing to fetch
+
+
+def test_altered_bundled_weights_are_refused(monkeypatch, tmp_path):
+    from mimocli import weights as w
+
+    entry = _lite_entry()
+    copy = tmp_path / "lite.safetensors"
+    blob = bytearray(entry.bundled.read_bytes())
+    blob[-100] ^= 0xFF
+    copy.write_bytes(bytes(blob))
+    monkeypatch.setattr(w.WeightsEntry, "bundled", property(lambda self: copy if self.key == entry.key else None))
+    with pytest.raises(IntegrityError, match="sha256 does not match"):
+        w.load_weights("lite")
+    copy.unlink()
+    with pytest.raises(IntegrityError, match="missing from this installation"):
+        w.load_weights("lite")
+
+
+def _with_fallback(monkeypatch, on: bool) -> None:
+    import dataclasses
+
+    from mimocli import weights as w
+
+    real = w.load_registry
+
+    def patched():
+        return {k: dataclasses.replace(e, fallback=on and e.bundled is not None) for k, e in real().items()}
+
+    monkeypatch.setattr(w, "load_registry", patched)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_default_variant_offline_falls_back_to_bundled_only_when_marked(monkeypatch, tmp_path, fallback):
+    import json
+
+    from mimocli.images import read_image, write_image
+
+    from .conftest import photo
+    from .test_cli import flat, run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _with_fallback(monkeypatch, fallback)
+    write_image(tmp_path / "a.png", photo(40, 52))
+    r = run("deblur", tmp_path / "a.png", "--json")
+    if not fallback:
+        assert r.exit_code == 1 and "--variant lite" in flat(r.stderr)
+        assert not (tmp_path / "a_deblurred.png").exists()
+        return
+    assert r.exit_code == 0, r.output
+    warning = [line for line in r.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1 and "mimo-unet-plus" in warning[0] and "mimo weights download" in warning[0]
+    record = json.loads(r.stdout)
+    assert record["weights"]["name"] == "mimo-unet-lite" and record["weights"]["sha256"] == _lite_entry().sha256
+    assert read_image(tmp_path / "a_deblurred.png").pixels.shape == (40, 52, 3)
+    # an explicit variant never falls back: asking for plus offline is an error
+    r = run("deblur", tmp_path / "a.png", "--variant", "plus", "--overwrite")
+    assert r.exit_code == 1

@@ -10,6 +10,7 @@ import typer
 from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mimocli.arch import MIMOUNet
+from mimocli.engine import resolve_device, reuse_freed_memory
 from mimocli.errors import WeightsError
 from mimocli.images import is_image_path
 from mimocli.registry import get_variant
@@ -75,6 +76,8 @@ def train_command(
         raise typer.BadParameter("pairs come from one folder; several inputs need --shake", param_hint="DATA")
     if threads:
         torch.set_num_threads(threads)
+    if resolve_device(device).type == "cpu":
+        reuse_freed_memory()  # activations are freed and reallocated every step: keep them mapped
     opts = TrainOptions(
         steps,
         batch,

@@ -36,7 +36,7 @@ def list_weights(
     cache_dir: Path | None = CacheDir,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show the registered weights, whether each is cached, its size and source."""
+    """Show the registered weights, whether each is cached (or bundled in the package), its size and source."""
     with fail_on_error():
         rows = w.cache_listing(cache_dir)
     if as_json:
@@ -48,7 +48,8 @@ def list_weights(
     for r in rows:
         metrics = ", ".join(f"{k} {m['psnr']}" for k, m in r["metrics"].items())
         size = f"{r['size'] / 1e6:.1f} MB" if r["size"] else "-"
-        table.add_row(r["name"], "yes" if r["cached"] else "no", size, metrics, r["source"] or "-")
+        have = ("bundled" if r["cached"] else "missing (reinstall)") if r["bundled"] else "yes" if r["cached"] else "no"
+        table.add_row(r["name"], have, size, metrics, r["source"] or "-")
     out.print(table)
 
 
