@@ -16,7 +16,15 @@ from .errors import (
 from .images import ImageFile, read_image, write_image
 from .registry import VARIANTS, Variant, detect_variant, get_variant
 from .video import VideoOptions, VideoSummary, deblur_video
-from .weights import download_weights, import_weights, load_model, read_state_dict, resolve_weights
+from .weights import (
+    LoadedWeights,
+    download_weights,
+    import_weights,
+    load_model,
+    load_weights,
+    read_state_dict,
+    resolve_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +37,7 @@ __all__ = [
     "ImageError",
     "ImageFile",
     "IntegrityError",
+    "LoadedWeights",
     "MIMOUNet",
     "MimoError",
     "OfflineError",
@@ -45,6 +54,7 @@ __all__ = [
     "get_variant",
     "import_weights",
     "load_model",
+    "load_weights",
     "read_image",
     "read_state_dict",
     "resolve_device",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from mimocli.engine import Deblurrer
 from mimocli.errors import ImageError
-from mimocli.evaluate import find_pairs, psnr, quantize, ssim
+from mimocli.evaluate import evaluate_pair, find_pairs, psnr, quantize, ssim
 from mimocli.images import write_image
 
 from .clips import identity_weights, small_weights
@@ -167,3 +168,17 @@ def test_eval_reports_a_bad_pair_and_scores_the_rest(tmp_path):
     assert r.exit_code == 1 and "not a folder" in r.stderr
     r = run("eval", data, "-w", weights, "--csv", tmp_path)
     assert r.exit_code == 1 and "is a folder" in r.stderr
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_bundled_model_beats_the_blurry_input_on_every_real_pair(shared, monkeypatch):
+    """The shipped mimo-unet-lite, offline, on the real GoPro pairs: sharper than its input on each."""
+    from mimocli.weights import load_weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    deblurrer = Deblurrer(load_weights("lite").model, "cpu", "fp32", tile=0)
+    for pair in find_pairs(shared / "data" / "pairs"):
+        record = evaluate_pair(pair, deblurrer)
+        assert record.psnr > record.blur_psnr, (pair.name, record.psnr, record.blur_psnr)
+        assert record.ssim > record.blur_ssim, (pair.name, record.ssim, record.blur_ssim)
