@@ -398,6 +398,7 @@ def train(
 
     loss_value = math.nan
     window: list[float] = []
+    data_wait = 0.0
 
     def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return pairs.batch(np.random.default_rng([o.seed, step]), o.batch, o.crop, o.flip)
@@ -407,7 +408,9 @@ def train(
     try:
         for step in range(start + 1, o.steps + 1):
             assert upcoming is not None
+            waited = time.perf_counter()
             blur, sharp = upcoming.result()
+            data_wait += time.perf_counter() - waited  # the step stalled on data this long
             upcoming = prefetch.submit(make_batch, step + 1) if step < o.steps else None  # overlaps this step
             blur = blur.to(dev, non_blocking=True).contiguous(memory_format=fmt)
             sharp = sharp.to(dev, non_blocking=True)
@@ -423,8 +426,13 @@ def train(
             window.append(loss_value)
             record: dict[str, Any] | None = None
             if step % o.log_every == 0 or step == o.steps:
-                record = {"step": step, "loss": float(np.mean(window)), "lr": scheduler.get_last_lr()[0]}
-                window = []
+                record = {
+                    "step": step,
+                    "loss": float(np.mean(window)),
+                    "lr": scheduler.get_last_lr()[0],
+                    "data_wait": round(data_wait, 3),  # seconds spent waiting for batches since the last record
+                }
+                window, data_wait = [], 0.0
             if val_pairs and (step % o.val_every == 0 or step == o.steps):
                 record = record or {"step": step}
                 record["val_psnr"] = validate(model, val_pairs, dev, channels_last)

@@ -65,12 +65,17 @@ def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the training run folder (mimo train --out)")
+    ap.add_argument("--init-run", type=Path, help="the run whose final weights RUN started from (--init)")
     args = ap.parse_args()
     sd = load_file(str(args.run / "best.safetensors"))
     v = get_variant(KEY)
     if architecture_of(sd) != (v.num_res, v.base_channel):
         raise SystemExit(f"{args.run}: holds {architecture_of(sd)}, not {KEY}'s {(v.num_res, v.base_channel)}")
     history = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    if args.init_run:  # count the steps and CPU time that made the starting weights
+        before = [json.loads(x) for x in (args.init_run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        steps, cpu = before[-1]["step"], before[-1].get("cpu_seconds", 0.0)
+        history = [{**h, "step": h["step"] + steps, "cpu_seconds": h.get("cpu_seconds", 0.0) + cpu} for h in history]
     vals = [h for h in history if "val_psnr" in h]
     best = max(vals, key=lambda h: h["val_psnr"])
     meta = {
@@ -93,7 +98,8 @@ def main() -> None:
     registry[KEY]["sha256"] = hashlib.sha256(blob).hexdigest()
     registry[KEY]["training"] = {k: meta[k] for k in ("step", "cpu_hours", "val_psnr")}
     write_bytes_atomic(registry_path, (json.dumps(registry, indent=2) + "\n").encode())
-    write_bytes_atomic(ROOT / "weights" / "lite_metrics.jsonl", (args.run / "metrics.jsonl").read_bytes())
+    lines = "".join(json.dumps(h) + "\n" for h in history)
+    write_bytes_atomic(ROOT / "weights" / "lite_metrics.jsonl", lines.encode())
     curve(history, ROOT / "weights" / "lite_curve.png")
     print(f"{dest}: step {best['step']}, val {best['val_psnr']:.3f} dB, {len(blob) / 1e6:.2f} MB")
 
