@@ -2,6 +2,11 @@
 
     python weights/bundle.py RUN_DIR
 
+A later session starts from the shipped weights and continues the curve:
+
+    mimo train SHARP --shake --variant lite --init mimocli/bundled/mimo-unet-lite.safetensors --out RUN ...
+    python weights/bundle.py RUN --init-run weights/lite_metrics.jsonl
+
 Reads RUN_DIR/best.safetensors (the export at the best validation PSNR) and RUN_DIR/metrics.jsonl,
 writes the weights as fp16 safetensors to mimocli/bundled/mimo-unet-lite.safetensors, pins their
 size and sha256 in weights/registry.json, and commits-ready copies of the training curve:
@@ -65,19 +70,31 @@ def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the training run folder (mimo train --out)")
-    ap.add_argument("--init-run", type=Path, help="the run whose final weights RUN started from (--init)")
+    ap.add_argument(
+        "--init-run",
+        type=Path,
+        help="where RUN's --init weights came from: a run folder (its steps and CPU time are added) or a "
+        "metrics file this script wrote before, such as weights/lite_metrics.jsonl (prepended whole)",
+    )
     args = ap.parse_args()
     sd = load_file(str(args.run / "best.safetensors"))
     v = get_variant(KEY)
     if architecture_of(sd) != (v.num_res, v.base_channel):
         raise SystemExit(f"{args.run}: holds {architecture_of(sd)}, not {KEY}'s {(v.num_res, v.base_channel)}")
     history = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    n_run = len(history)
     if args.init_run:  # count the steps and CPU time that made the starting weights
-        before = [json.loads(x) for x in (args.init_run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        file = args.init_run if args.init_run.is_file() else args.init_run / "metrics.jsonl"
+        before = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
         steps, cpu = before[-1]["step"], before[-1].get("cpu_seconds", 0.0)
         history = [{**h, "step": h["step"] + steps, "cpu_seconds": h.get("cpu_seconds", 0.0) + cpu} for h in history]
+        if args.init_run.is_file():  # an earlier session of the same run: one curve
+            history = before + history
+    run_steps = {h["step"] for h in history[len(history) - n_run :]}
     vals = [h for h in history if "val_psnr" in h]
     best = max(vals, key=lambda h: h["val_psnr"])
+    if best["step"] not in run_steps:
+        raise SystemExit(f"{args.run}: its best validation PSNR is below the shipped model's {best['val_psnr']:.3f} dB")
     meta = {
         "format": "pt",
         "architecture": "MIMOUNet",
