@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,10 @@ SAME_ON_RESUME = (
     "mixed_precision",
     "shake",
     "channels_last",
+    "max_blur",
 )
 # What a run from before these options existed used.
-LEGACY_OPTIONS = {"shake": False, "channels_last": False}
+LEGACY_OPTIONS = {"shake": False, "channels_last": False, "max_blur": 36.0}
 VAL_CROPS = 4  # fixed shaken crops per validation photo
 # Validation crops are always blurred: a crop left sharp scores 40-50 dB, and a few of them would
 # swing the mean PSNR more than the deblurring it is meant to follow.
@@ -82,6 +83,7 @@ class TrainOptions:
     log_every: int = 10
     mixed_precision: bool = True  # CUDA only: bf16 autocast (fp16 with loss scaling without bf16)
     shake: bool = False  # data are sharp photos, blurred afresh for every crop
+    max_blur: float = 36.0  # with shake: the longest strong shake, pixels at the crop's scale
     channels_last: bool = True  # NHWC activations (CPU and CUDA)
 
 
@@ -344,7 +346,8 @@ def train(
         train_photos = [p for p in photos if split[p] == "train"]
         if not train_photos:
             raise ImageError(f"{roots[0]}: no photos fall in the training split", "pass more photos")
-        pairs = ShakeData(train_photos, o.crop)
+        low = ShakeModel().length[0]
+        pairs = ShakeData(train_photos, o.crop, replace(ShakeModel(), length=(min(low, o.max_blur), o.max_blur)))
         if not val and (val_photos := [p for p in photos if split[p] == "val"]):
             val_data = ShakeData(val_photos, o.crop, VAL_SHAKE)
             val_pairs = val_data.fixed(VAL_CROPS)

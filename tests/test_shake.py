@@ -123,12 +123,15 @@ def test_train_on_shaken_photos_validates_on_its_split_and_never_reads_the_test_
     nchw = TrainOptions(steps=10, batch=2, crop=32, lr=1e-3, shake=True, channels_last=False)
     with pytest.raises(OutputError, match=r"other options \(channels_last\)"):
         train(MIMOUNet(1, 8), [root], tmp_path / "run", nchw, "cpu", resume=True)
+    easier = TrainOptions(steps=10, batch=2, crop=32, lr=1e-3, shake=True, max_blur=8.0)
+    with pytest.raises(OutputError, match=r"other options \(max_blur\)"):
+        train(MIMOUNet(1, 8), [root], tmp_path / "run", easier, "cpu", resume=True)
 
 
 def test_cli_train_shake_and_synth_split(tmp_path):
     root = _photo_tree(tmp_path / "photos")
     r = run("train", root, "--shake", "--out", tmp_path / "run", "--variant", "lite", "--steps", "2", "--batch", "1",
-            "--crop", "32", "--json", "--quiet")  # fmt: skip
+            "--crop", "32", "--max-blur", "8", "--json", "--quiet")  # fmt: skip
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["steps"] == 2 and summary["cpu_seconds"] > 0

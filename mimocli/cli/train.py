@@ -42,6 +42,12 @@ def train_command(
         help="DATA is sharp photos: every crop gets a fresh random camera shake (non-uniform, with weak and no "
         "blur, noise and JPEG). Photos in the test split are never read; the validation split validates.",
     ),
+    max_blur: float = typer.Option(
+        36.0,
+        "--max-blur",
+        min=1.0,
+        help="With --shake: the longest strong shake in pixels (a smaller value makes an easier start).",
+    ),
     synthesize: bool = typer.Option(
         False,
         "--synthesize",
@@ -92,6 +98,7 @@ def train_command(
         log_every,
         mixed_precision,
         shake,
+        max_blur=max_blur,
     )
     with fail_on_error():
         v = get_variant(variant)
