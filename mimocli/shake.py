@@ -203,8 +203,9 @@ def _degrade(
     if quality:
         eight = out if dtype == np.uint8 else np.rint(out / 257).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", eight, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(eight.shape)
+        decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
+        if decoded is not None:
+            decoded = decoded.reshape(eight.shape)
             out = decoded if dtype == np.uint8 else decoded.astype(np.uint16) * 257
     return out, sigma, quality
 

@@ -357,14 +357,14 @@ def train(
             raise ImageError(f"{roots[1]}: pairs come from one folder", "pass one folder of pairs, or shake photos")
         pairs = PairData(find_pairs(roots[0]), o.crop)
     if val:
-        val_data = PairData(find_pairs(val), 0, cache=0)
-        val_pairs = [val_data.load(i) for i in range(len(val_data))]
-        val_data.close()
+        held_out = PairData(find_pairs(val), 0, cache=0)
+        val_pairs = [held_out.load(i) for i in range(len(held_out))]
+        held_out.close()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     channels_last = o.channels_last and dev.type in ("cpu", "cuda")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=fmt).train()
+    model = model.to(dev).to(memory_format=fmt).train()  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=o.lr)
     steps_per_epoch = max(1, math.ceil(len(pairs) / o.batch))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
