@@ -21,6 +21,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save
@@ -35,6 +36,7 @@ KEY = "mimo-unet-lite"
 def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) -> None:
     """Validation PSNR against steps (bottom axis) and CPU-hours (top axis)."""
     vals = [(h["step"], h.get("cpu_seconds", 0.0) / 3600, h["val_psnr"]) for h in history if "val_psnr" in h]
+    timed = [{"step": 0, "cpu_seconds": 0.0}] + [h for h in history if "cpu_seconds" in h]
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
     left, right, top, bottom = 70, width - 30, 40, height - 50
@@ -54,7 +56,7 @@ def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) 
         for frac in (0, 0.25, 0.5, 0.75, 1):
             x = left + frac * (right - left)
             step = s0 + frac * (s1 - s0)
-            hours = next((c for s, c, _ in vals if s >= step), vals[-1][1])
+            hours = float(np.interp(step, [h["step"] for h in timed], [h["cpu_seconds"] / 3600 for h in timed]))
             d.text((x - 15, bottom + 8), f"{step:.0f}", fill="black")
             d.text((x - 15, top - 16), f"{hours:.2f} h", fill="gray")
         for frac in (0, 0.5, 1):
