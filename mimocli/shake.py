@@ -29,10 +29,16 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
+def photo_key(path: str | Path) -> int:
+    """crc32 of "FOLDER/FILE": the same for a photo wherever its dataset lies. The split and the
+    seeds of fixed validation crops follow from it."""
+    p = Path(path)
+    return zlib.crc32(f"{p.parent.name}/{p.name}".encode())
+
+
 def split_of(path: str | Path) -> str:
     """'train', 'val' or 'test' for a photo, from its folder and file name only."""
-    p = Path(path)
-    h = zlib.crc32(f"{p.parent.name}/{p.name}".encode())
+    h = photo_key(path)
     if h % 10 == 0:
         return "test"
     if h % 20 == 1:
@@ -83,23 +89,23 @@ class Shake:
     def psf(self, x: float, y: float, size: int) -> np.ndarray:
         """The (size, size) blur kernel at output pixel (x, y), summing to 1: where that pixel's light
         came from over the exposure, splatted bilinearly around the kernel's centre."""
-        k = np.zeros((size, size))
+        p = self.maps @ np.array([x, y, 1.0])
         c = (size - 1) / 2
-        for m in self.maps:
-            p = m @ np.array([x, y, 1.0])
-            px, py = p[0] / p[2] - x + c, p[1] / p[2] - y + c
-            x0, y0 = math.floor(px), math.floor(py)
-            fx, fy = px - x0, py - y0
-            for dx, dy, w in (
-                (0, 0, (1 - fx) * (1 - fy)),
-                (1, 0, fx * (1 - fy)),
-                (0, 1, (1 - fx) * fy),
-                (1, 1, fx * fy),
-            ):
-                if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
-                    k[y0 + dy, x0 + dx] += w
-        total = k.sum()
-        return k / total if total > 0 else k
+        return splat(p[:, :2] / p[:, 2:] - [x - c, y - c], size)
+
+
+def splat(points: np.ndarray, size: int) -> np.ndarray:
+    """A (size, size) float64 kernel summing to 1 (all zeros if no point lands): each (x, y) point
+    adds weight 1 spread bilinearly over its four neighbours; weight outside the kernel is lost."""
+    k = np.zeros((size, size))
+    for px, py in points:
+        x0, y0 = math.floor(px), math.floor(py)
+        fx, fy = px - x0, py - y0
+        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
+                k[y0 + dy, x0 + dx] += w
+    total = k.sum()
+    return k / total if total > 0 else k
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -108,8 +114,13 @@ def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
 
 
 def camera_path(rng: np.random.Generator, length: float, anxiety: float = 0.005, points: int = 256) -> np.ndarray:
-    """(points, 2) positions in pixels of a shake path of total arc length ``length``: Boracchi
-    and Foi's constant-speed walk pulled back towards its start, with Gaussian shake and rare jerks."""
+    """(points, 2) positions in pixels of a shake path of total arc length ``length``.
+
+    Boracchi and Foi's model: a walk at constant speed whose velocity is pulled back towards the
+    start (centripetal term), shaken by Gaussian noise, and now and then jerked into a near
+    reversal. ``anxiety`` scales how restless it is (0.005 as in the authors' code: smooth curves
+    with a jerk or two); the strengths of the three terms are drawn per path. The authors walk
+    2000 points; the per-step terms are scaled so that fewer points keep the same shape."""
     centripetal = 0.7 * rng.random()
     big_shakes = 0.2 * rng.random()
     gaussian = 10 * rng.random()

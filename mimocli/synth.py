@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
-from .shake import SPLITS, ShakeModel, shake_region, split_of
+from .shake import SPLITS, ShakeModel, camera_path, shake_region, splat, split_of
 from .video import VideoOptions, open_source
 
 ProgressFn = Callable[[int, int | None], None]
@@ -210,32 +210,9 @@ def synth_from_video(
 
 # -- still photos ----------------------------------------------------------------------------
 def shake_trajectory(rng: np.random.Generator, length: float, anxiety: float = 0.005, points: int = 2000) -> np.ndarray:
-    """(points, 2) positions in pixels of a random camera-shake path of total ``length`` pixels.
-
-    Boracchi and Foi's model: a walk at constant speed whose velocity is pulled back towards
-    the start (centripetal term), shaken by Gaussian noise, and now and then jerked into a near
-    reversal. ``anxiety`` scales how restless it is (0.005 as in the authors' code: smooth
-    curves with a jerk or two); the strengths of the three terms are drawn per path.
-    """
-    centripetal = 0.7 * rng.random()
-    big_shakes = 0.2 * rng.random()
-    gaussian = 10 * rng.random()
-    step = length / (points - 1)
-    angle = 2 * math.pi * rng.random()
-    v0 = complex(math.cos(angle), math.sin(angle))
-    v = v0 * anxiety if anxiety > 0 else v0 * step
-    x = np.zeros(points, dtype=complex)
-    for t in range(points - 1):
-        jerk = 2 * v * complex(math.cos(math.pi + rng.random() - 0.5), math.sin(math.pi + rng.random() - 0.5))
-        turn = jerk if rng.random() < big_shakes * anxiety else 0
-        dv = (
-            turn
-            + anxiety * (gaussian * complex(rng.standard_normal(), rng.standard_normal()) - centripetal * x[t]) * step
-        )
-        v += dv
-        v = v / (abs(v) or 1.0) * step
-        x[t + 1] = x[t] + v
-    return np.stack([x.real, x.imag], axis=1)
+    """(points, 2) positions in pixels of a random camera-shake path of total ``length`` pixels:
+    ``mimocli.shake.camera_path`` at Boracchi and Foi's 2000 points."""
+    return camera_path(rng, length, anxiety, points)
 
 
 def shake_kernel(trajectory: np.ndarray, size: int, exposure: float = 1.0) -> np.ndarray:
@@ -251,14 +228,7 @@ def shake_kernel(trajectory: np.ndarray, size: int, exposure: float = 1.0) -> np
     if extent > size - 1:
         pts *= (size - 1) / extent
     pts += ((size - 1) - pts.max(axis=0)) / 2  # centre the path
-    k = np.zeros((size, size))
-    for px, py in pts:
-        x0, y0 = int(math.floor(px)), int(math.floor(py))
-        fx, fy = px - x0, py - y0
-        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            xi, yi = min(x0 + dx, size - 1), min(y0 + dy, size - 1)
-            k[yi, xi] += w
-    return k / k.sum()
+    return splat(pts, size)  # inside the kernel by construction: no weight is lost
 
 
 def shake_blur(image: np.ndarray, kernel: np.ndarray, linear: bool = False, gamma: float = 2.2) -> np.ndarray:

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -42,7 +41,7 @@ from .engine import resolve_device, rgb8
 from .errors import ImageError, OutputError
 from .evaluate import Pair, find_pairs, psnr, quantize
 from .images import is_image_path, read_image
-from .shake import ShakeModel, shake_crop, split_of
+from .shake import ShakeModel, photo_key, shake_crop, split_of
 
 ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
 # Options that change the numbers: a resumed run must keep them. --steps may grow; how often to
@@ -224,7 +223,7 @@ class ShakeData:
         on every machine and in every run."""
         out = []
         for i, p in enumerate(self.photos):
-            rng = np.random.default_rng(zlib.crc32(f"{p.parent.name}/{p.name}".encode()))
+            rng = np.random.default_rng(photo_key(p))
             out += [shake_crop(self.load(i), rng, self.crop, self.model)[:2] for _ in range(per_photo)]
         return out
 
