@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DeviceError
+from .errors import DeviceError, NotFiniteError
 from .tiling import SCALES, TileGrid, pad_to_multiple, round_down, round_up
 
 ProgressFn = Callable[[int, int], None]
@@ -208,6 +208,10 @@ def _dihedral_inverse(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, -k, dims=(-2, -1))
 
 
+def _finite(outs: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(o).all()) for o in outs)
+
+
 DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
 
 
@@ -345,7 +349,9 @@ class Deblurrer:
     def _infer(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B,3,h,w) on the device, h,w multiples of 4 -> 3 float32 outputs, coarse to fine."""
         outs = self._forward(x, self.dtype)
-        if self.dtype != torch.float32 and not all(bool(torch.isfinite(o).all()) for o in outs):
+        if _finite(outs):
+            return outs
+        if self.dtype != torch.float32:
             self.fp32_fallbacks += 1
             warnings.warn(
                 f"{_name(self.dtype)} output had NaN/Inf values; redone in fp32",
@@ -353,7 +359,13 @@ class Deblurrer:
                 stacklevel=3,
             )
             outs = self._forward(x, torch.float32)
-        return outs
+            if _finite(outs):
+                return outs
+        # A black or garbage image written as a success would be a lie: fail instead.
+        raise NotFiniteError(
+            "the network's output holds NaN/Inf values, in fp32 too",
+            "the weights are damaged or are not MIMO-UNet weights: download or export them again",
+        )
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         """Host tensor -> float32 in [0,1] on the device. Integer pixels travel as they are (a

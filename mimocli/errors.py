@@ -39,6 +39,10 @@ class OfflineError(WeightsError):
     """Weights are needed from the network but the network is off or unreachable."""
 
 
+class NotFiniteError(WeightsError):
+    """The network's output holds NaN/Inf values even in fp32: the weights are damaged."""
+
+
 class DeviceError(MimoError):
     """The requested device or precision is not available here."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,15 @@ from .errors import ImageError, OutputError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
 EXIF_ORIENTATION = 0x0112
+# TIFF tags that describe how the pixels are stored. A TIFF's first IFD is both its EXIF and its
+# image structure, so these come along with the EXIF of a TIFF and must not reach an output,
+# where they would contradict the pixels written (a float SampleFormat on 8-bit data, say).
+STORAGE_TAGS = frozenset(
+    (254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291)
+    + (317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 34675)
+    + tuple(range(512, 522))
+    + (529, 530, 531, 532)
+)
 
 # Extension -> Pillow format. 16-bit colour is written by OpenCV, for PNG and TIFF only.
 FORMATS = {
@@ -76,6 +86,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
             fmt = im.format or "PNG"
             exif = im.getexif()
             orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+            for tag in STORAGE_TAGS & set(exif):
+                del exif[tag]
             raw_exif: bytes | None = None
             if len(exif):
                 exif[EXIF_ORIENTATION] = 1
@@ -86,13 +98,19 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                     check.verify()  # where OpenCV would print libpng's complaints to stderr
                 pixels = _read_cv2(p)
             else:
-                pixels = _pixels_from_pillow(im)
+                pixels = _pixels_from_pillow(im, p)
     except ImageError:
         raise
     except UnidentifiedImageError as e:
-        raise ImageError(f"{p}: not an image, or a format we cannot read") from e
+        # Pillow reads no float colour TIFF (as HDR tools and scanners write them); OpenCV does.
+        pixels = _read_float_tiff(p)
+        if pixels is None:
+            raise ImageError(f"{p}: not an image, or a format we cannot read") from e
+        fmt, raw_exif, icc, orientation = "TIFF", None, None, 1
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
         raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
+    except Exception as e:  # a decoder bug on a malformed file is still one bad file
+        raise ImageError(f"{p}: cannot be decoded ({type(e).__name__}: {e})", "the file may be damaged") from e
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if pixels.size == 0:
@@ -113,6 +131,33 @@ def _is_16bit_color(path: Path, im: Image.Image) -> bool:
     return False
 
 
+def _read_float_tiff(path: Path) -> np.ndarray | None:
+    """A floating-point TIFF's pixels as 16-bit (see ``_from_float``), or None if it is none."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        arr = _read_cv2(path)
+    except (OSError, cv2.error):
+        return None
+    if arr.dtype.kind != "f":
+        return None
+    return _from_float(path, arr)
+
+
+def _from_float(path: Path, arr: np.ndarray) -> np.ndarray:
+    """Floating-point pixels in [0, 1] -> uint16, the deepest integer layout mimocli writes,
+    with a warning. Raises ImageError for other ranges, whose meaning a file does not state."""
+    arr = arr.astype(np.float32)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not np.isfinite(arr).all() or lo < -1e-3 or hi > 1 + 1e-3:
+        raise ImageError(
+            f"{path}: floating-point pixels outside 0..1 (from {lo:g} to {hi:g}) have no defined brightness",
+            "convert it to 8- or 16-bit first",
+        )
+    warnings.warn(f"{path}: floating-point pixels are read and written as 16-bit", UserWarning, stacklevel=3)
+    return np.rint(np.clip(arr, 0, 1) * 65535).astype(np.uint16)
+
+
 def _read_cv2(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -125,7 +170,7 @@ def _read_cv2(path: Path) -> np.ndarray:
     return arr
 
 
-def _pixels_from_pillow(im: Image.Image) -> np.ndarray:
+def _pixels_from_pillow(im: Image.Image, path: Path) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im).astype(np.uint16)
@@ -134,6 +179,8 @@ def _pixels_from_pillow(im: Image.Image) -> np.ndarray:
         if arr.min() < 0 or arr.max() > 65535:
             raise ValueError("32-bit integer pixels are not supported")
         return arr.astype(np.uint16)
+    if mode == "F":
+        return _from_float(path, np.asarray(im))
     if mode == "1":
         im = im.convert("L")
     elif mode == "P":

@@ -101,3 +101,27 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
         stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
         jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))
     return jobs
+
+
+def targets(job: Job, scales: bool = False, compare: bool = False) -> list[Path]:
+    """Every file ``job`` writes: the output, with ``scales`` the coarse ones, with ``compare`` the comparison."""
+    return [
+        job.output,
+        *(job.scales.values() if scales else ()),
+        *([job.compare] if compare and job.compare is not None else []),
+    ]
+
+
+def collision(jobs: list[Job], scales: bool = False, compare: bool = False) -> tuple[Path, Job, Job] | None:
+    """The first file two jobs would both write, with those two jobs (None when every job
+    writes its own files), so that a batch is refused before one result overwrites another."""
+    owner: dict[Path, Job] = {}
+    for job in jobs:
+        if job.error:
+            continue
+        for t in targets(job, scales, compare):
+            key = Path(os.path.normcase(os.path.abspath(t)))
+            first = owner.setdefault(key, job)
+            if first is not job:
+                return t, first, job
+    return None

@@ -242,6 +242,12 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
     """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
     variant = detect_variant(state_dict)
+    damaged = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if damaged:
+        raise WeightsError(
+            f"{source}: {len(damaged)} of {len(state_dict)} tensors hold NaN/Inf values ({damaged[0]}, ...)",
+            "the file is damaged: download or export it again",
+        )
     model = MIMOUNet(variant.num_res, variant.base_channel)
     try:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)

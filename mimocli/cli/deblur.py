@@ -12,9 +12,17 @@ import typer
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.engine import Deblurrer, reuse_freed_memory
-from mimocli.errors import ImageError, OutputError
-from mimocli.images import DEFAULT_MAX_PIXELS, format_for, read_image, side_by_side, write_image
-from mimocli.paths import Job, plan_jobs
+from mimocli.errors import ImageError, MimoError, OutputError
+from mimocli.images import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    format_for,
+    is_image_path,
+    read_image,
+    side_by_side,
+    write_image,
+)
+from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
 from mimocli.weights import LoadedWeights, load_weights
 
@@ -115,8 +123,13 @@ def deblur(
         raise typer.BadParameter(str(e), param_hint="-o") from None
     with fail_on_error():
         get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
-        for job in jobs:
-            format_for(job.output)  # an output name we cannot encode is a usage error for all
+        clash = collision(jobs, save_scales, compare)
+        if clash:
+            path, a, b = clash
+            raise OutputError(
+                f"{path}: both {a.input} and {b.input} would be written there; nothing was done",
+                "deblur them in separate runs, each with its own -o folder",
+            )
     sources = {j.input.resolve() for j in jobs}
 
     started = time.perf_counter()
@@ -190,6 +203,10 @@ def deblur(
                     counts["failed"] += 1
                     report(e)
                     _emit(as_json, job, "failed", {"error": str(e)})
+                except MimoError as e:  # the network failed on this file (out of memory, NaN output)
+                    counts["failed"] += 1
+                    report(MimoError(f"{job.input}: {e.message}", e.hint))
+                    _emit(as_json, job, "failed", {"error": f"{job.input}: {e}"})
                 except OSError as e:
                     counts["failed"] += 1
                     report(f"{job.output}: cannot write ({e.strerror or e})")
@@ -211,9 +228,12 @@ def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool, c
     """'run' or 'skip'. Raises ImageError/OutputError for a job that must not run."""
     if job.error:
         raise ImageError(f"{job.input}: {job.error}")
+    if not is_image_path(job.output) and job.output.suffix.lower() == job.input.suffix.lower():
+        kind = job.input.suffix or "a file without an extension"
+        raise ImageError(f"{job.input}: {kind} is not an image type mimo writes", f"use one of {', '.join(FORMATS)}")
+    format_for(job.output)  # an output of a type we cannot write fails this file, not the batch
     extra = [job.compare] if compare and job.compare is not None else []
-    targets = [job.output, *job.scales.values(), *extra]
-    for t in targets:
+    for t in targets(job, True, compare):
         if t.resolve() in sources:
             raise OutputError(f"{t}: is an input; refusing to write over it", "choose another -o")
     if job.output.exists():

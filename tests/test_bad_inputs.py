@@ -1,0 +1,171 @@
+"""Bad and odd inputs: one line each, the rest of a batch still done, nothing wrong reported as a success."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from mimocli.cli import app
+from mimocli.engine import Deblurrer
+from mimocli.errors import NotFiniteError
+from mimocli.images import read_image, write_image
+
+from .conftest import photo, tiny_model
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def mimo(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """A real `mimo` process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mimocli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("Error:")]
+
+
+def tiled_tiff(path: Path, width: int, height: int, tile_w: int, tile_h: int) -> Path:
+    """An 8-bit RGB TIFF with one tile of tile_w x tile_h; a zero side makes the tile run
+    outside the image (Pillow: 'tile cannot extend outside image')."""
+    entries = [(256, width), (257, height), (258, None), (259, 1), (262, 2), (277, 3), (284, 1)]
+    entries += [(322, tile_w), (323, tile_h), (324, None), (325, None)]
+    n = len(entries)
+    bps_at = 8 + 2 + 12 * n + 4
+    data_at = bps_at + 6
+    size = max(tile_w, 1) * max(tile_h, 1) * 3
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, n))
+    for tag, value in entries:
+        if tag == 258:
+            out += struct.pack("<HHII", tag, 3, 3, bps_at)
+        elif tag in (324, 325):
+            out += struct.pack("<HHII", tag, 4, 1, data_at if tag == 324 else size)
+        else:
+            out += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    out += struct.pack("<I", 0) + struct.pack("<3H", 8, 8, 8) + bytes(range(256)) * (size // 256 + 1)
+    path.write_bytes(bytes(out[: data_at + size]))
+    return path
+
+
+def test_a_file_of_a_type_mimo_cannot_write_fails_alone(tmp_path, tiny_weights):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    write_image(folder / "a.jpg", photo(40, 52))
+    (folder / "n.txt").write_text("x")
+    Image.fromarray(photo(20, 24)).save(folder / "g.gif")
+    r = run("deblur", f"{folder}/*", "-w", tiny_weights)
+    assert r.exit_code == 1
+    assert (folder / "a_deblurred.jpg").exists()
+    lines = errors(r.stderr)
+    assert len(lines) == 2, r.stderr
+    assert any("n.txt: .txt is not an image type mimo writes" in e for e in lines)
+    assert any("g.gif: .gif is not an image type mimo writes" in e for e in lines)
+    assert "Deblurred 1 of 3 file(s)" in r.stderr
+
+
+def test_the_real_reason_comes_first(tmp_path, tiny_weights):
+    (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "a.png", photo(24, 28))
+    r = run("deblur", tmp_path / "empty", tmp_path / "typo", tmp_path / "x.heic", tmp_path / "a.png", "-w", tiny_weights)
+    assert r.exit_code == 1
+    lines = errors(r.stderr)
+    assert len(lines) == 3, r.stderr
+    assert "empty: folder holds no images" in lines[0]
+    assert "typo: no such file" in lines[1]
+    assert "x.heic: no such file" in lines[2]
+    assert (tmp_path / "a_deblurred.png").exists()
+
+
+def test_a_decoder_failure_is_one_line_and_the_batch_goes_on(tmp_path, tiny_weights):
+    good1 = write_image(tmp_path / "good1.png", photo(24, 28))
+    bad = tiled_tiff(tmp_path / "malformed_tile.tif", 32, 32, 0, 16)
+    good2 = write_image(tmp_path / "good2.jpg", photo(24, 28, seed=1))
+    done = mimo("deblur", good1, bad, good2, "-w", tiny_weights, "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = errors(done.stderr)
+    assert len(lines) == 1 and "malformed_tile.tif: " in lines[0], done.stderr
+    assert (tmp_path / "good1_deblurred.png").exists() and (tmp_path / "good2_deblurred.jpg").exists()
+    assert not (tmp_path / "malformed_tile_deblurred.tif").exists()
+
+
+def test_a_valid_tiled_tiff_is_read_and_written_readable(tmp_path, tiny_weights):
+    src = tiled_tiff(tmp_path / "tiled.tif", 32, 32, 48, 48)
+    r = run("deblur", src, "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "tiled_deblurred.tif") as im:
+        im.load()
+        assert im.size == (32, 32) and im.mode == "RGB"
+
+
+def test_float_tiffs_come_out_as_valid_16_bit_tiffs(tmp_path, tiny_weights):
+    rng = np.random.default_rng(0)
+    gray = rng.random((40, 36)).astype(np.float32)
+    Image.fromarray(gray, mode="F").save(tmp_path / "gray32f.tif")
+    rgb = rng.random((28, 44, 3)).astype(np.float32)
+    cv2.imwrite(str(tmp_path / "rgb32f.tif"), rgb[:, :, ::-1])
+    assert np.array_equal(read_image(tmp_path / "gray32f.tif").pixels, np.rint(gray * 65535).astype(np.uint16))
+    r = run("deblur", tmp_path / "gray32f.tif", tmp_path / "rgb32f.tif", "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    assert "floating-point pixels are read and written as 16-bit" in r.stderr
+    for name, shape in (("gray32f_deblurred.tif", (40, 36)), ("rgb32f_deblurred.tif", (28, 44, 3))):
+        with Image.open(tmp_path / name) as im:
+            im.load()  # a readable TIFF
+        got = read_image(tmp_path / name).pixels
+        assert got.shape == shape and got.dtype == np.uint16
+    hdr = (rng.random((16, 16)) * 4).astype(np.float32)
+    Image.fromarray(hdr, mode="F").save(tmp_path / "hdr.tif")
+    r = run("deblur", tmp_path / "hdr.tif", "-w", tiny_weights)
+    assert r.exit_code == 1 and "floating-point pixels outside 0..1" in r.stderr
+    assert not (tmp_path / "hdr_deblurred.tif").exists()
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path, tiny_weights):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        write_image(tmp_path / d / "x.png", photo(24, 28, seed=ord(d)))
+    out = tmp_path / "out"
+    r = run("deblur", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "-o", out, "--overwrite", "-w", tiny_weights)
+    assert r.exit_code == 1
+    assert "x_deblurred.png: both" in r.stderr and "nothing was done" in r.stderr
+    assert not out.exists()
+    r = run("deblur", tmp_path / "a" / "x.png", tmp_path / "b", "-o", out, "-w", tiny_weights)
+    assert r.exit_code == 1 and "both" in r.stderr and not out.exists()
+
+
+def test_weights_with_nan_are_refused_and_nan_output_is_an_error(tmp_path, tiny_weights):
+    write_image(tmp_path / "a.png", photo(24, 28))
+    sd = load_file(tiny_weights)
+    key = next(k for k in sd if k.endswith("weight"))
+    sd[key] = torch.full_like(sd[key], float("nan"))
+    save_file(sd, tmp_path / "nan.safetensors")
+    r = run("deblur", tmp_path / "a.png", "-w", tmp_path / "nan.safetensors")
+    assert r.exit_code == 1 and "tensors hold NaN/Inf values" in r.stderr and "nan.safetensors" in r.stderr
+    assert not (tmp_path / "a_deblurred.png").exists()
+
+    model = tiny_model()  # finite weights that still overflow: the fp32 redo cannot help
+    with torch.no_grad():
+        next(model.parameters()).fill_(3e38)
+    for precision in ("fp32", "bf16"):
+        d = Deblurrer(model, "cpu", precision, tile=0)
+        with pytest.raises(NotFiniteError, match="NaN/Inf values, in fp32 too"):
+            d(photo(24, 28))
