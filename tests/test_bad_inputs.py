@@ -85,7 +85,9 @@ def test_a_file_of_a_type_mimo_cannot_write_fails_alone(tmp_path, tiny_weights):
 def test_the_real_reason_comes_first(tmp_path, tiny_weights):
     (tmp_path / "empty").mkdir()
     write_image(tmp_path / "a.png", photo(24, 28))
-    r = run("deblur", tmp_path / "empty", tmp_path / "typo", tmp_path / "x.heic", tmp_path / "a.png", "-w", tiny_weights)
+    r = run(
+        "deblur", tmp_path / "empty", tmp_path / "typo", tmp_path / "x.heic", tmp_path / "a.png", "-w", tiny_weights
+    )
     assert r.exit_code == 1
     lines = errors(r.stderr)
     assert len(lines) == 3, r.stderr
