@@ -103,10 +103,10 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise
     except UnidentifiedImageError as e:
         # Pillow reads no float colour TIFF (as HDR tools and scanners write them); OpenCV does.
-        pixels = _read_float_tiff(p)
-        if pixels is None:
+        floats = _read_float_tiff(p)
+        if floats is None:
             raise ImageError(f"{p}: not an image, or a format we cannot read") from e
-        fmt, raw_exif, icc, orientation = "TIFF", None, None, 1
+        pixels, fmt, raw_exif, icc, orientation = floats, "TIFF", None, None, 1
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
         raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
     except Exception as e:  # a decoder bug on a malformed file is still one bad file
