@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,22 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left (``.NAME.XXXXXXXX.part``,
+    as ``atomic_write`` names them); called once ``path`` is complete, when they can only be
+    leftovers. It lists the folder: call it once per output, not per frame of a folder of frames.
+    Returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.part")
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:

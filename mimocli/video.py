@@ -46,7 +46,7 @@ import av
 import numpy as np
 import torch
 
-from .atomic import atomic_write, write_bytes_atomic
+from .atomic import atomic_write, remove_stale_parts, write_bytes_atomic
 from .engine import Deblurrer, choose_tile
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
@@ -119,6 +119,7 @@ class VideoSummary:
     deblurred: int = 0  # this run
     resumed: int = 0  # reused from an interrupted run
     repaired: int = 0  # undecodable frames replaced by the previous one
+    missing: int = 0  # frames the file's header promises after the point where it is cut short
     width: int = 0
     height: int = 0
     codec: str = ""
@@ -203,6 +204,30 @@ class VideoSource:
         self.deep = _bits(self.pix_fmt) > 8
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
+        self.missing = 0  # frames the header promises past a cut (set when the packets run out)
+        header_end = self._header_end()
+        if start is not None and header_end is not None and start >= float(header_end * self.time_base):
+            length = self.seconds or 0.0
+            self.container.close()
+            raise VideoError(
+                f"{path}: --start {start:g} s is at or past the end of the video, which is {length:.2f} s long",
+                "pick an earlier --start",
+            )
+
+    @property
+    def seconds(self) -> float | None:
+        """The video stream's length by the container's header (None: unknown)."""
+        s = self.stream
+        if s.duration:
+            return float(s.duration * self.time_base)
+        return float(self.container.duration / av.time_base) if self.container.duration else None
+
+    def _header_end(self) -> int | None:
+        """Where the video stream ends by the header, in time-base units (None: unknown)."""
+        s = self.stream
+        if not s.duration:
+            return None
+        return int(s.duration) + int(s.start_time or 0)
 
     @property
     def total(self) -> int | None:
@@ -235,6 +260,7 @@ class VideoSource:
         lost: list[int] = []  # timestamps of undecodable packets, as a heap
         state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None}
         default_duration = max(1, round(1 / (self.rate * tb)))
+        self.missing = 0
 
         def emit(
             pts: int | None, duration: int, pixels: Callable[[], np.ndarray] | None, repaired: bool
@@ -257,13 +283,23 @@ class VideoSource:
             return Frame(i, pts - self.shift, duration or default_duration, px, repaired)
 
         def decoded() -> Iterator[tuple[int | None, int, Any, bool]]:
-            for packet in self.container.demux(self.stream):
+            end = None  # where the packets read so far end, in time-base units
+            for packet in self._demux():
+                if packet.size and packet.pts is not None:
+                    end = max(end or 0, packet.pts + (packet.duration or default_duration))
+                when = f"{float(packet.pts * tb):.3f} s" if packet.pts is not None else "an unknown time"
+                if packet.is_corrupt and not self.repair:
+                    # The demuxer knows a packet is damaged (cut short, say) where a decoder
+                    # may conceal it or drop frames without a word.
+                    raise VideoError(
+                        f"{self.path}: damaged video packet near {when} (the file is cut short or corrupt)",
+                        "pass --repair to keep what can be decoded; add --resume to reuse the frames done",
+                    )
                 try:
                     out = packet.decode()
                 except av.error.EOFError:
                     return
                 except av.error.FFmpegError as e:
-                    when = f"{float(packet.pts * tb):.3f} s" if packet.pts is not None else "an unknown time"
                     if not self.repair or packet.pts is None:
                         raise VideoError(
                             f"{self.path}: corrupt video packet near {when} ({e.strerror or e})",
@@ -278,6 +314,7 @@ class VideoSource:
                     yield f.pts, int(f.duration or 0), f, False
             while lost:
                 yield heapq.heappop(lost), 0, None, True
+            self._check_length(end, default_duration)
 
         for pts, duration, f, repaired in decoded():
             if f is not None:
@@ -303,6 +340,44 @@ class VideoSource:
                 return
             if frame is not None:
                 yield frame
+
+    def _demux(self) -> Iterator[Any]:
+        """The video stream's packets; a demuxer failure (a damaged container) is a VideoError."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as e:
+                if self.repair:
+                    return  # keep what came before the damage; the length check reports the rest
+                raise VideoError(
+                    f"{self.path}: the container is damaged ({e.strerror or e})",
+                    "pass --repair to keep what can be read",
+                ) from None
+            yield packet
+
+    def _check_length(self, end: int | None, frame: int) -> None:
+        """After the last packet: a file that ends before its header says it does is cut short.
+        That is an error, or with ``repair`` a warning and ``missing`` frames."""
+        promised = self._header_end()
+        if promised is None or end is None:
+            return
+        if self.end is not None:
+            promised = min(promised, int(self.end / self.time_base))
+        short = promised - end
+        if short <= 2 * frame:  # rounding, and a last frame's duration that a muxer leaves out
+            return
+        tb = self.time_base
+        self.missing = round(short / frame)
+        message = (
+            f"{self.path}: the file ends at {float(end * tb):.2f} s but its header says {float(promised * tb):.2f} s: "
+            f"about {self.missing} frame(s) are missing (the file is cut short)"
+        )
+        if not self.repair:
+            raise VideoError(message, "pass --repair to keep what it holds; add --resume to reuse the frames done")
+        warnings.warn(message, UserWarning, stacklevel=2)
 
     def to_rgb(self, frame: Any) -> np.ndarray:
         rgb = frame.reformat(
@@ -743,6 +818,8 @@ def deblur_video(
         )
     if not out_path.parent.is_dir():
         raise OutputError(f"{out_path}: the folder {out_path.parent} does not exist", "create it first")
+    if out_path.is_dir() and not options.frames:
+        raise OutputError(f"{out_path}: is a folder", "name a video file, or pass --frames to write PNG frames into it")
 
     started = time.perf_counter()
     source = open_source(src_path, options)
@@ -751,9 +828,20 @@ def deblur_video(
         deblurrer.plan(source.total, source.height, source.width)
         run = _run_frames if options.frames else _run_video
         run(source, out_path, deblurrer, options, on_progress, summary)
+    except (OSError, av.error.PyAVCallbackError) as e:  # a read-only folder, a full disk
+        if isinstance(e, av.error.PyAVCallbackError):  # a write into our file object failed while muxing
+            if not isinstance(e.__context__, OSError):
+                raise
+            e = e.__context__
+        again = ", then run again with --resume to keep the finished part" if WorkDir(out_path).exists() else ""
+        raise OutputError(
+            f"{out_path}: cannot write ({e.strerror or e})",
+            f"check that {out_path.parent.resolve()} is writable and has free space{again}",
+        ) from e
     finally:
         source.close()
     summary.frames = summary.resumed + summary.deblurred
+    summary.missing = source.missing if isinstance(source, VideoSource) else 0
     summary.seconds = time.perf_counter() - started
     summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
     return summary
@@ -900,6 +988,9 @@ def _run_video(
 
     writer = _SegmentWriter(work, specs, options.checkpoint, work.done())
     _pipeline(source, deblurrer, options, summary.resumed, writer, summary, on_progress, source.total)
+    if not summary.resumed + summary.deblurred:
+        work.clear()
+        raise _no_frames(source, options)
 
     t0 = time.perf_counter()
     summary.streams_copied = _assemble(source, work, outputs, specs, writer.segments)
@@ -907,6 +998,8 @@ def _run_video(
     for s, p in zip(SCALE_NAMES, outputs[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(p)
     work.clear()
+    for p in outputs:
+        remove_stale_parts(p)  # what a run killed while muxing left behind
 
 
 class _SegmentWriter:
@@ -1051,6 +1144,15 @@ def _pipeline(
         raise failures[0]
     summary.decode_seconds += times["decode"]
     summary.encode_seconds += times["encode"]
+
+
+def _no_frames(source: Source, options: VideoOptions) -> VideoError:
+    where = ""
+    if options.start is not None or options.end is not None:
+        where = f" between {options.start or 0:g} s and {'the end' if options.end is None else f'{options.end:g} s'}"
+    length = source.seconds if isinstance(source, VideoSource) else None
+    long = f"; the video is {length:.2f} s long" if length is not None else ""
+    return VideoError(f"{source.path}: no frames to deblur{where}{long}", "check --start and --end, and the file")
 
 
 def _display_matrix(frame: Any) -> list[int] | None:
@@ -1235,5 +1337,7 @@ def _run_frames(
     summary.resumed = skip
     writer = _FrameWriter(source, folders)
     _pipeline(source, deblurrer, options, skip, writer, summary, on_progress, source.total)
+    if not summary.resumed + summary.deblurred:
+        raise _no_frames(source, options)
     for s, folder in zip(SCALE_NAMES, folders[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(folder)

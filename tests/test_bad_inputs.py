@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from mimocli.engine import Deblurrer
 from mimocli.errors import NotFiniteError
 from mimocli.images import read_image, write_image
 
+from .clips import decode, make_clip, small_weights
 from .conftest import photo, tiny_model
 
 runner = CliRunner()
@@ -171,3 +176,93 @@ def test_weights_with_nan_are_refused_and_nan_output_is_an_error(tmp_path, tiny_
         d = Deblurrer(model, "cpu", precision, tile=0)
         with pytest.raises(NotFiniteError, match="NaN/Inf values, in fp32 too"):
             d(photo(24, 28))
+
+
+# -- video ---------------------------------------------------------------------------------------
+def faststart(src: Path, dst: Path) -> Path:
+    """``src`` remuxed with its index first, as phones and web uploads write MP4: a cut copy of
+    it still opens (a cut at the index would not)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def test_a_cut_short_video_is_an_error_unless_repaired(tmp_path):
+    weights = small_weights(tmp_path / "w.safetensors")
+    whole = faststart(make_clip(tmp_path / "made.mp4", frames=48, size=(96, 64)), tmp_path / "whole.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "out.mp4"
+    done = mimo("video", cut, out, "-w", weights, "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(errors(done.stderr)) == 1
+    assert "cut.mp4: " in done.stderr and "--repair" in done.stderr
+    assert not out.exists()
+    r = run("video", cut, out, "-w", weights, "--repair", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["missing"] > 10 and summary["frames"] + summary["missing"] >= 44
+    assert "cut short" in r.stderr and "missing from the cut-short input" in r.stderr
+    assert len(decode(out)[0]) == summary["frames"]
+
+
+def test_no_frames_in_range_is_an_error_that_names_the_length(tmp_path):
+    weights = small_weights(tmp_path / "w.safetensors")
+    clip = make_clip(tmp_path / "clip.mp4", frames=24)
+    r = run("video", clip, tmp_path / "o.mp4", "-w", weights, "--start", "50")
+    assert r.exit_code == 1 and "--start 50 s is at or past the end" in r.stderr and "1.00 s long" in r.stderr
+    r = run("video", clip, tmp_path / "o.mp4", "-w", weights, "--start", "0.43", "--end", "0.44")
+    assert r.exit_code == 1 and "no frames to deblur between 0.43 s and 0.44 s" in r.stderr, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "w.safetensors"]
+
+
+def test_video_output_that_cannot_be_written_is_one_line(tmp_path):
+    weights = small_weights(tmp_path / "w.safetensors")
+    clip = make_clip(tmp_path / "clip.mp4", frames=10, size=(160, 120), audio=None)
+    (tmp_path / "taken.mp4").mkdir()
+    r = run("video", clip, tmp_path / "taken.mp4", "-w", weights, "--overwrite")
+    assert r.exit_code == 1 and "taken.mp4: is a folder" in r.stderr
+    # A full disk, as a process sees one: writes past RLIMIT_FSIZE fail with EFBIG.
+    limit = 50_000  # 2-frame segments fit (about 21 kB), the whole video (about 107 kB) does not
+    out = tmp_path / "big.mkv"
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "video", clip, out, "-w", weights, "--codec", "ffv1", "--checkpoint", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(errors(done.stderr)) == 1
+    assert "big.mkv: cannot write (File too large)" in done.stderr and "--resume" in done.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    r = run("video", clip, out, "-w", weights, "--codec", "ffv1", "--checkpoint", "2", "--resume")
+    assert r.exit_code == 0, r.output
+    assert len(decode(out)[0]) == 10
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_video_into_a_read_only_folder_is_one_line(tmp_path):
+    weights = small_weights(tmp_path / "w.safetensors")
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, audio=None)
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    r = run("video", clip, ro / "o.mp4", "-w", weights)
+    assert r.exit_code == 1 and "o.mp4: cannot write" in r.stderr and "writable" in r.stderr
+
+
+def test_leftovers_of_killed_writers_go_with_the_next_success(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, audio=None)
+    photo_in = write_image(tmp_path / "a.png", photo(24, 28))
+    stale = [tmp_path / ".o.mp4.k1ll3d_9.part", tmp_path / ".a_deblurred.png.abcd1234.part"]
+    other = tmp_path / ".other.mp4.abcd1234.part"  # another output's: not ours to remove
+    for p in (*stale, other):
+        p.write_bytes(b"half")
+    assert run("video", clip, tmp_path / "o.mp4", "-w", tiny_weights).exit_code == 0
+    assert run("deblur", photo_in, "-w", tiny_weights).exit_code == 0
+    assert not any(p.exists() for p in stale) and other.exists()

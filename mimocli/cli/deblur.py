@@ -11,6 +11,7 @@ import torch
 import typer
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
+from mimocli.atomic import remove_stale_parts
 from mimocli.engine import Deblurrer, reuse_freed_memory
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.images import (
@@ -182,6 +183,8 @@ def deblur(
                         name = used.get("variant", "")
                         both = side_by_side(image.pixels, result.image, ("blurry input", f"deblurred ({name})"))
                         write_image(job.compare, both, image.exif, image.icc, quality)
+                    for t in targets(job, save_scales, compare):
+                        remove_stale_parts(t)  # left by a run that was killed while writing it
                     counts["ok"] += 1
                     h, w = result.image.shape[:2]
                     _emit(

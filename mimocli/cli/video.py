@@ -185,6 +185,8 @@ def video(
             extra.append(f"{summary.resumed} resumed")
         if summary.repaired:
             extra.append(f"{summary.repaired} repaired")
+        if summary.missing:
+            extra.append(f"{summary.missing} missing from the cut-short input")
         if summary.streams_copied:
             extra.append(f"{summary.streams_copied} other stream(s) copied")
         err.print(
