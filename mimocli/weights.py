@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
@@ -47,6 +48,7 @@ ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this 
 CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 BUNDLED = "bundled://"
+IMPORTED = "imported"  # the cache folder for files imported without --as
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -218,13 +220,26 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle errors come in many types; all mean the same to a user
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(
-                f"{p}: not a weights file that can be loaded safely ({first})",
-                "pass the authors' .pkl/.pth checkpoint or a .safetensors file",
+                f"{p}: refused: {_pickle_problem(e)}", "pass a MIMO-UNet checkpoint or a .safetensors file"
             ) from e
         sd = _unwrap(obj, p)
     return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _pickle_problem(error: Exception) -> str:
+    """What is wrong with a pickle, in a few words: the object it tried to build, if that is
+    why (never PyTorch's advice to load it unsafely), else the first line of the error."""
+    text = str(error)
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds code to run ({found.group(1)}), not only tensors"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and "weights_only" not in line and not line.startswith(("Weights only", "Check the doc"))
+    ]
+    return f"not a readable torch checkpoint ({lines[0] if lines else type(error).__name__})"
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -241,7 +256,10 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
     """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
-    variant = detect_variant(state_dict)
+    try:
+        variant = detect_variant(state_dict)
+    except WeightsError as e:
+        raise WeightsError(f"{source}: {e.message}", e.hint) from None
     damaged = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if damaged:
         raise WeightsError(
@@ -511,6 +529,16 @@ def download_weights(
     if dest.exists() and not force:
         verify_cached(dest)
         return dest
+    root.mkdir(parents=True, exist_ok=True)
+    # One download per file at a time, across processes; who waited finds it done.
+    with FileLock(str(dest) + ".lock"):
+        if dest.exists() and not force:
+            verify_cached(dest)
+            return dest
+        return _download(entry, root, dest, on_progress)
+
+
+def _download(entry: WeightsEntry, root: Path, dest: Path, on_progress: ByteProgress | None) -> Path:
     how = f"run `mimo weights download {entry.key}` on a connected machine and copy {root} here, or pass --weights PATH"
     if offline():
         raise OfflineError(f"no cached weights for {entry.key} and HF_HUB_OFFLINE is set", how)
@@ -546,8 +574,9 @@ def import_weights(
     src: str | os.PathLike[str], key: str | None = None, cache: str | os.PathLike[str] | None = None
 ) -> tuple[Path, Variant]:
     """Convert a checkpoint to safetensors in the cache, once. With ``key``, cache it as that
-    variant's weights; without, as the detected variant's (a registered architecture) or under
-    imported/<sha256>. Raises WeightsError when it is no MIMO-UNet or does not fit ``key``."""
+    variant's weights (the official slot that ``--variant`` uses); without, apart from them, as
+    imported/NAME-SHA256.safetensors, so that a file of unknown origin never passes for the
+    authors' weights. Raises WeightsError when it is no MIMO-UNet or does not fit ``key``."""
     p = Path(src).expanduser()
     sd = read_state_dict(p)
     _, detected = build_model(sd, str(p))
@@ -562,10 +591,8 @@ def import_weights(
                 f"import it as {detected.name}",
             )
         dest = cached_weights(v.weights_key, root)
-    elif detected.name in load_registry():
-        dest = cached_weights(detected.name, root)
     else:
-        dest = root / "imported" / f"{digest[:16]}.safetensors"
+        dest = root / IMPORTED / f"{p.stem}-{digest[:12]}.safetensors"
     if dest.exists() and _record_path(dest).exists():
         with contextlib.suppress(IntegrityError):
             if verify_cached(dest).get("source_sha256") == digest:
@@ -652,12 +679,24 @@ def load_model(
     return load_weights(variant, device, weights, cache_dir, on_progress).model
 
 
+def _record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """One row per registered weights: key, description, cached path or None, size, source."""
+    """One row per registered weights, then one per imported file: name, description, cached
+    path or None, size, where the file came from and its sha256 (as recorded when it was made;
+    ``mimo deblur`` checks it on every load)."""
     root = cache_dir(cache)
     rows = []
     for key, e in load_registry().items():
         path = e.bundled or cached_weights(key, root)
+        record = {} if e.bundled else _record(path)
+        sha = e.sha256 if e.bundled else record.get("sha256")
         rows.append(
             {
                 "name": key,
@@ -666,8 +705,24 @@ def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str,
                 "cached": path.exists(),
                 "path": str(path) if path.exists() else None,
                 "size": path.stat().st_size if path.exists() else None,
-                "source": e.sources[0] if e.sources else None,
+                "source": record.get("source") or (e.sources[0] if e.sources else None),
+                "sha256": sha if path.exists() else None,
                 "metrics": dict(e.metrics),
+            }
+        )
+    for path in sorted((root / IMPORTED).glob("*.safetensors")):
+        record = _record(path)
+        rows.append(
+            {
+                "name": f"{IMPORTED}/{path.stem}",
+                "description": "imported by `mimo weights import`; use it with --weights PATH",
+                "bundled": False,
+                "cached": True,
+                "path": str(path),
+                "size": path.stat().st_size,
+                "source": record.get("source"),
+                "sha256": record.get("sha256"),
+                "metrics": {},
             }
         )
     return rows

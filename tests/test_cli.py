@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -184,11 +185,22 @@ def test_weights_commands(tmp_path, tiny_weights):
     assert not any(x["cached"] for x in rows if not x["bundled"])
     ckpt = tmp_path / "MIMO-UNet.pkl"
     torch.save({"model": MIMOUNet(8).state_dict()}, ckpt)
+    # A file of unknown origin is kept apart: it never takes the slot of the authors' weights.
     r = run("weights", "import", ckpt)
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip().endswith("mimo-unet.safetensors") and "mimo-unet (8 blocks" in r.stderr
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert Path(r.stdout.strip()).name == f"MIMO-UNet-{digest[:12]}.safetensors"
+    assert "mimo-unet (8 blocks of 32 channels), kept apart" in r.stderr
     rows = json.loads(run("weights", "list", "--json").stdout)
-    assert rows[0]["cached"] and rows[0]["size"] > 27_000_000
+    assert not rows[0]["cached"]
+    mine = rows[-1]
+    assert mine["name"] == f"imported/MIMO-UNet-{digest[:12]}" and mine["source"] == str(ckpt.resolve())
+    assert mine["sha256"] == hashlib.sha256(Path(mine["path"]).read_bytes()).hexdigest()
+    # Told which slot, it takes it.
+    r = run("weights", "import", ckpt, "--as", "base")
+    assert r.exit_code == 0 and r.stdout.strip().endswith("mimo-unet.safetensors") and "now the mimo-unet" in r.stderr
+    rows = json.loads(run("weights", "list", "--json").stdout)
+    assert rows[0]["cached"] and rows[0]["size"] > 27_000_000 and rows[0]["source"] == str(ckpt.resolve())
     assert "mimo-unet" in run("weights", "list").stdout
     r = run("weights", "import", tmp_path / "nothing.pkl")
     assert r.exit_code == 1 and "no such weights file" in r.stderr

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,7 @@ class Server:
         self.cut_first = False
         self.corrupt = False
         self.page_only = False
+        self.delay = 0.0  # seconds before each file body, so that clients overlap
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -85,6 +87,7 @@ class Server:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
+                time.sleep(server.delay)
                 body = data[start:]
                 if server.cut_first and not rng:
                     server.cut_first = False
@@ -135,7 +138,7 @@ def test_cut_transfer_is_resumed_with_range(drive):
 
 def test_corrupt_download_is_refused_and_nothing_cached(drive):
     drive.corrupt = True
-    with pytest.raises(WeightsError, match="not a weights file"):
+    with pytest.raises(WeightsError, match="refused: not a readable torch checkpoint"):
         download_weights("mimo-unet")
     assert not (cache_dir() / "mimo-unet.safetensors").exists()
 
@@ -182,10 +185,13 @@ def test_offline_without_cache_says_how(monkeypatch):
 def test_import_zip_and_legacy_pickles_converted_once(authors_pickle, tmp_path):
     legacy = tmp_path / "MIMO-UNet.pkl"
     legacy.write_bytes(authors_pickle)
-    path, variant = import_weights(legacy)
+    path, variant = import_weights(legacy, "base")
     assert variant.name == "mimo-unet" and path.name == "mimo-unet.safetensors"
     mtime = path.stat().st_mtime_ns
-    assert import_weights(legacy)[0].stat().st_mtime_ns == mtime  # converted once
+    assert import_weights(legacy, "base")[0].stat().st_mtime_ns == mtime  # converted once
+    apart, _ = import_weights(legacy)  # without a slot named: apart, by content
+    assert apart.parent.name == "imported" and apart.name.startswith("MIMO-UNet-")
+    assert import_weights(legacy)[0].stat().st_mtime_ns == apart.stat().st_mtime_ns
     zipped = tmp_path / "plus.pth"
     torch.save({"model": MIMOUNet(20).state_dict()}, zipped)
     path, variant = import_weights(zipped, "realblur")
@@ -197,8 +203,9 @@ def test_import_zip_and_legacy_pickles_converted_once(authors_pickle, tmp_path):
 def test_unsafe_pickle_is_refused(tmp_path):
     evil = tmp_path / "evil.pkl"
     torch.save({"model": {"x": torch.zeros(1)}, "run": print}, evil)
-    with pytest.raises(WeightsError, match="cannot be loaded safely|can be loaded safely"):
+    with pytest.raises(WeightsError, match=r"evil.pkl: refused: it holds code to run \((builtins\.)?print\)") as e:
         read_state_dict(evil)
+    assert "weights_only" not in str(e.value) and "trusted source" not in str(e.value)
     with pytest.raises(WeightsError, match="no such weights file"):
         read_state_dict(tmp_path / "none.pkl")
 
@@ -300,7 +307,8 @@ def test_import_to_cache_dir_then_deblur_offline(tmp_path, monkeypatch):
     torch.save({"model": MIMOUNet(8).state_dict(), "epoch": 1}, ckpt)
     cache = tmp_path / "c"
     runner = CliRunner()
-    assert runner.invoke(app, ["weights", "import", str(ckpt), "--cache-dir", str(cache)]).exit_code == 0
+    args = ["weights", "import", str(ckpt), "--cache-dir", str(cache), "--as", "base"]
+    assert runner.invoke(app, args).exit_code == 0
     assert (cache / "mimo-unet.safetensors").exists()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cached weights need no network
     write_image(tmp_path / "p.png", photo(32, 32))
@@ -396,3 +404,24 @@ def test_default_variant_offline_falls_back_to_bundled_only_when_marked(monkeypa
     # an explicit variant never falls back: asking for plus offline is an error
     r = run("deblur", tmp_path / "a.png", "--variant", "plus", "--overwrite")
     assert r.exit_code == 1
+
+
+def test_three_downloads_at_once_share_one_transfer(drive, tmp_path):
+    """Three `mimo weights download base` started together on an empty cache: one downloads
+    while the others wait on its lock, then find the file done."""
+    import os
+    import subprocess
+    import sys
+
+    drive.delay = 1.0
+    env = {**os.environ, "MIMO_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "mimocli", "weights", "download", "base", "--quiet"]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == str(tmp_path / "cache" / "mimo-unet.safetensors") and "Traceback" not in err
+    assert sum(1 for path, _ in drive.requests if "confirm" in path) == 1  # one transfer
+    verify_cached(tmp_path / "cache" / "mimo-unet.safetensors")

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import DownloadColumn, TransferSpeedColumn
 from rich.table import Table
 
 from mimocli import weights as w
+from mimocli.errors import MimoError
 from mimocli.registry import get_variant
 
-from . import app, err, fail_on_error, out, progress_bar
+from . import app, err, fail_on_error, out, print_table, progress_bar, report
 
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
@@ -43,30 +45,45 @@ def list_weights(
         out.print_json(json.dumps(rows))
         return
     table = Table(title=f"Weights ({w.cache_dir(cache_dir)})")
-    for col in ("name", "cached", "size", "published (dB PSNR)", "source"):
-        table.add_column(col)
+    for col in ("name", "cached", "size", "sha256", "PSNR (dB)", "source"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         metrics = ", ".join(f"{k} {m['psnr']}" for k, m in r["metrics"].items())
         size = f"{r['size'] / 1e6:.1f} MB" if r["size"] else "-"
         have = ("bundled" if r["cached"] else "missing (reinstall)") if r["bundled"] else "yes" if r["cached"] else "no"
-        table.add_row(r["name"], have, size, metrics, r["source"] or "-")
-    out.print(table)
+        sha = f"{r['sha256'][:12]}…" if r["sha256"] else "-"
+        table.add_row(escape(r["name"]), have, size, sha, metrics or "-", escape(r["source"] or "-"))
+    print_table(table)
 
 
 @weights_app.command("download")
 def download(
-    variant: str = typer.Argument(..., help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-realblur."),
+    variant: str = typer.Argument(
+        ..., help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-realblur, or all."
+    ),
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     cache_dir: Path | None = CacheDir,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Download a variant's weights into the cache (needs the network once)."""
+    """Download a variant's weights into the cache (needs the network once); all: every registered file."""
     with fail_on_error():
-        key = get_variant(variant).weights_key
-        progress, update = byte_progress(quiet)
-        with progress:
-            path = w.download_weights(key, cache_dir, force=force, on_progress=update)
-    out.print(str(path))
+        if variant.strip().lower() == "all":
+            keys = [k for k, e in w.load_registry().items() if e.bundled is None]
+        else:
+            keys = [get_variant(variant).weights_key]
+    failed = 0
+    for key in keys:
+        try:
+            progress, update = byte_progress(quiet)
+            with progress:
+                path = w.download_weights(key, cache_dir, force=force, on_progress=update)
+        except MimoError as e:
+            failed += 1
+            report(e)
+            continue
+        out.print(str(path), markup=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @weights_app.command("import")
@@ -78,5 +95,12 @@ def import_(
     """Detect the variant of a checkpoint, convert it to safetensors and cache it."""
     with fail_on_error():
         path, variant = w.import_weights(file, as_variant, cache_dir)
-    err.print(f"{file}: {variant.name} ({variant.num_res} blocks per level)")
-    out.print(str(path))
+    where = (
+        f"now the {get_variant(as_variant).weights_key} weights"
+        if as_variant
+        else "kept apart from the registered weights: use it with --weights, or import it --as a variant"
+    )
+    err.print(
+        f"{file}: {variant.name} ({variant.num_res} blocks of {variant.base_channel} channels), {where}", markup=False
+    )
+    out.print(str(path), markup=False)
