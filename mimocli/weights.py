@@ -15,15 +15,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ ByteProgress = Callable[[int, int | None], None]
 
 CACHE_ENV = "MIMO_CACHE_DIR"
 GDRIVE_ENV = "MIMO_GDRIVE_URL"  # the Drive download endpoint; tests point it at 127.0.0.1
-GDRIVE_URL = "https://drive.usercontent.google.com/download"
+GDRIVE_URL = "https://drive.google.com"  # for messages: gdown builds the real request
 PICKLE_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".bin")
 TIMEOUT_S = 30
 ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this many times
@@ -113,22 +112,43 @@ def registry_entry(key: str) -> WeightsEntry:
 
 # -- cache ------------------------------------------------------------------------------------
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """``override``, else $MIMO_CACHE_DIR, else <Hugging Face hub cache>/mimocli."""
+    """``override``, else $MIMO_CACHE_DIR, else the Hugging Face assets folder that the hub sets
+    aside for a library's own files (``huggingface_hub.cached_assets_path``:
+    <HF_HOME>/assets/mimocli/default/weights). A cache that an older mimocli kept inside the hub's
+    model cache, where `hf cache` took it for a broken repository, is moved there once."""
     if override:
         return Path(override).expanduser()
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    return _hf_cache() / "mimocli"
+    from huggingface_hub import cached_assets_path
+
+    root = cached_assets_path("mimocli", subfolder="weights", assets_dir=_hf_home("HF_ASSETS_CACHE", "assets"))
+    _move_old_cache(_hf_home("HF_HUB_CACHE", "hub") / "mimocli", root)
+    return root
 
 
-def _hf_cache() -> Path:
+def _hf_home(variable: str, folder: str) -> Path:
     # Read the environment now, not at import: huggingface_hub.constants freezes it at import.
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get(variable):
+        return Path(os.environ[variable]).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
     )
-    return Path(home).expanduser() / "hub"
+    return Path(home).expanduser() / folder
+
+
+def _move_old_cache(old: Path, new: Path) -> None:
+    """Move what an older mimocli cached in ``old`` into ``new`` (never over a file already
+    there), then remove ``old`` if it is left empty."""
+    if not old.is_dir():
+        return
+    for item in old.iterdir():
+        target = new / item.name
+        if not target.exists():
+            with contextlib.suppress(OSError):
+                shutil.move(item, target)
+    with contextlib.suppress(OSError):
+        old.rmdir()
 
 
 def cached_weights(key: str, cache: Path) -> Path:
@@ -292,143 +312,117 @@ def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path
 
 
 # -- downloads --------------------------------------------------------------------------------
-class _DriveForm(HTMLParser):
-    """Finds the download form (or a confirm link) on Google Drive's 'can't scan for viruses' page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: dict[str, str] = {}
-        self.confirm_href: str | None = None
-        self._in_form = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form" and ("download" in a.get("id", "") or "download" in a.get("action", "")):
-            self.action, self._in_form = a.get("action"), True
-        elif tag == "input" and self._in_form and a.get("type") == "hidden" and a.get("name"):
-            self.fields[a["name"]] = a.get("value", "")
-        elif tag == "a" and "confirm=" in a.get("href", ""):
-            self.confirm_href = a["href"]
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._in_form = False
+def gdrive_url(file_id: str) -> str | None:
+    """Where a test server stands in for Drive ($MIMO_GDRIVE_URL), else None: gdown builds the URL."""
+    base = os.environ.get(GDRIVE_ENV)
+    return f"{base}?{urllib.parse.urlencode({'id': file_id, 'export': 'download'})}" if base else None
 
 
-def gdrive_url(file_id: str) -> str:
-    base = os.environ.get(GDRIVE_ENV) or GDRIVE_URL
-    return f"{base}?{urllib.parse.urlencode({'id': file_id, 'export': 'download'})}"
-
-
-def _open(url: str, start: int = 0) -> Any:
-    headers = {"User-Agent": "mimocli", "Accept-Encoding": "identity"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
-
-
-def _is_html(resp: Any) -> bool:
-    return str(resp.headers.get("Content-Type", "")).split(";")[0].strip() == "text/html"
-
-
-def _confirm_url(page: str, page_url: str) -> str | None:
-    form = _DriveForm()
-    form.feed(page)
-    if form.action:
-        action = urllib.parse.urljoin(page_url, form.action)
-        return f"{action}?{urllib.parse.urlencode(form.fields)}"
-    if form.confirm_href:
-        return urllib.parse.urljoin(page_url, form.confirm_href.replace("&amp;", "&"))
-    return None
-
-
-def download_url(
-    url: str,
+def download_gdrive(
+    file_id: str,
     dest: Path,
     sha256: str | None = None,
     size: int | None = None,
     on_progress: ByteProgress | None = None,
 ) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part``, resuming a cut transfer with Range
-    requests, following a Drive confirmation page, and renaming only a complete file.
+    """Download a Google Drive file to ``dest`` with gdown, which follows Drive's confirmation
+    pages and cookies as they change; a cut transfer is resumed (gdown's partial file, HTTP
+    Range) and only a complete file is renamed to ``dest``.
 
-    Raises DownloadError when the transfer keeps failing, OfflineError when the host cannot be
-    reached, IntegrityError when the size or sha256 is not the expected one.
+    Raises OfflineError when the host cannot be reached, DownloadError when Drive sends no file
+    or the transfer keeps failing, IntegrityError when the size or sha256 is not the expected one.
     """
+    import gdown
+    import requests
+    from gdown.exceptions import DownloadError as GdownError
+    from gdown.exceptions import FileURLRetrievalError
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    total: int | None = size
-    last_error = ""
-    for _attempt in range(ATTEMPTS):
-        have = part.stat().st_size if part.exists() else 0
-        try:
-            resp = _open(url, have)
-            if _is_html(resp):
-                page_url = resp.geturl()
-                page = resp.read(2 << 20).decode("utf-8", "replace")
-                resp.close()
-                confirmed = _confirm_url(page, page_url)
-                if not confirmed or confirmed == url:
-                    raise DownloadError(
-                        f"{url}: the server sent a web page instead of the file (quota exceeded, "
-                        "or the file is no longer shared)",
-                        "try again later, or download it in a browser and run `mimo weights import FILE`",
-                    )
-                url = confirmed
-                continue
-            with resp:
-                if have and resp.status != 206:
-                    have = 0  # the server ignored the Range header: start over
-                length = resp.headers.get("Content-Length")
-                if length is not None:
-                    total = have + int(length)
-                with open(part, "ab" if have else "wb") as f:
-                    done = have
-                    while chunk := resp.read(CHUNK):
-                        f.write(chunk)
-                        done += len(chunk)
-                        if on_progress:
-                            on_progress(done, total)
-            if total is not None and done < total:
-                last_error = f"transfer cut at {done:,} of {total:,} bytes"
-                continue
-            break
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and part.exists():  # asked past the end: the part is complete
-                break
-            if e.code in (404, 403, 401, 410):
-                raise DownloadError(
-                    f"{url}: HTTP {e.code} {e.reason}", "the file may have moved; see weights/registry.json"
-                ) from e
-            last_error = f"HTTP {e.code} {e.reason}"
-        except (urllib.error.URLError, socket.gaierror) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, (socket.gaierror, ConnectionRefusedError)) or "Name or service" in str(reason):
-                raise OfflineError(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason})") from e
-            last_error = str(reason)
-        except (TimeoutError, ConnectionError, OSError) as e:
-            if isinstance(e, DownloadError):
-                raise
-            last_error = f"{type(e).__name__}: {e}"
-        time.sleep(0.2)
-    else:
-        raise DownloadError(
-            f"{url}: download failed after {ATTEMPTS} attempts ({last_error})",
-            f"run the command again to resume from {part}",
+    url = gdrive_url(file_id)
+    shown = url or f"Google Drive file {file_id}"
+    hasher = hashlib.sha256()
+    with contextlib.suppress(FileNotFoundError):
+        dest.unlink()  # gdown would take a file already there as done, unchecked
+    if why := unreachable(url or "https://drive.google.com/"):
+        raise OfflineError(why)
+    try:
+        gdown.download(
+            url=url,
+            id=None if url else file_id,
+            output=str(dest),
+            quiet=True,
+            resume=True,
+            progress=on_progress,
+            hasher=hasher,
+            timeout=TIMEOUT_S,
+            retries=ATTEMPTS - 1,
         )
-    got = part.stat().st_size
+    except FileURLRetrievalError as e:
+        raise DownloadError(
+            f"{shown}: Google Drive sent a web page instead of the file ({_first_line(e)})",
+            "try again later (Drive limits popular files), or download it in a browser and run "
+            "`mimo weights import FILE --as VARIANT`",
+        ) from e
+    except requests.exceptions.ConnectionError as e:
+        if _unreachable(e):
+            host = urllib.parse.urlsplit(url or GDRIVE_URL).netloc
+            raise OfflineError(f"cannot reach {host} ({_first_line(e)})") from e
+        raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
+    except (GdownError, requests.exceptions.RequestException) as e:
+        raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
+    got = dest.stat().st_size
+    with open(dest, "rb") as f:
+        page = f.read(512).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+    if page:
+        dest.unlink()
+        raise DownloadError(
+            f"{shown}: the server sent a web page instead of the file (quota exceeded, or no longer shared)",
+            "try again later, or download it in a browser and run `mimo weights import FILE --as VARIANT`",
+        )
     if size is not None and got != size:
-        part.unlink()
-        raise IntegrityError(f"{url}: downloaded {got:,} bytes, expected {size:,}", "run the command again")
-    if sha256 is not None and (digest := sha256_file(part)) != sha256:
-        part.unlink()
+        dest.unlink()
+        raise IntegrityError(f"{shown}: downloaded {got:,} bytes, expected {size:,}", "run the command again")
+    if sha256 is not None and (digest := hasher.hexdigest()) != sha256:
+        dest.unlink()
         raise IntegrityError(
-            f"{url}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…",
+            f"{shown}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…",
             "run the command again; if it persists the published file has changed",
         )
-    os.replace(part, dest)
     return dest
+
+
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why ``url``'s host (or the proxy the environment names for it) cannot be reached, or None.
+
+    One TCP connection, so that an offline machine fails at once instead of after the retries
+    that downloaders spend on a flaky network."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot reach {host}:{port} ({e.strerror or e})"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unreachable(error: BaseException) -> bool:
+    """A connection error that means no network or no host (as opposed to one cut midway)."""
+    while error is not None:
+        if isinstance(error, (socket.gaierror, ConnectionRefusedError)) or "Name or service" in str(error):
+            return True
+        if "Failed to resolve" in str(error) or "Connection refused" in str(error):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
 
 
 def parse_hf(ref: str) -> tuple[str, str, str | None]:
@@ -458,14 +452,21 @@ def hf_download(ref: str, cache: Path | None = None) -> Path:
     )
 
     repo_id, filename, revision = parse_hf(ref)
+    local_only = offline()
+    if not local_only:
+        from huggingface_hub import constants
+
+        endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+        if unreachable(endpoint):
+            local_only = True  # the hub cache may hold it; else fail now, not after the hub's retries
     try:
         local = hf_hub_download(
             repo_id,
             filename,
             revision=revision,
-            cache_dir=cache,
+            cache_dir=cache or _hf_home("HF_HUB_CACHE", "hub"),  # the environment now, not at import
             endpoint=os.environ.get("HF_ENDPOINT") or None,
-            local_files_only=offline(),
+            local_files_only=local_only,
             library_name="mimocli",
         )
     except LocalEntryNotFoundError as e:
@@ -547,7 +548,7 @@ def _download(entry: WeightsEntry, root: Path, dest: Path, on_progress: ByteProg
         try:
             if source.startswith("gdrive://"):
                 raw = root / "downloads" / entry.filename
-                download_url(gdrive_url(source.removeprefix("gdrive://")), raw, entry.sha256, entry.size, on_progress)
+                download_gdrive(source.removeprefix("gdrive://"), raw, entry.sha256, entry.size, on_progress)
             else:
                 raw = hf_download(source)
             sd = read_state_dict(raw)

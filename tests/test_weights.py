@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 import urllib.parse
@@ -15,13 +16,14 @@ from mimocli.arch import MIMOUNet
 from mimocli.errors import DownloadError, IntegrityError, OfflineError, WeightsError
 from mimocli.weights import (
     cache_dir,
-    download_url,
+    download_gdrive,
     download_weights,
     import_weights,
     load_model,
     parse_hf,
     read_state_dict,
     resolve_weights,
+    unreachable,
     verify_cached,
 )
 
@@ -37,7 +39,8 @@ def authors_pickle(tmp_path_factory) -> bytes:
 
 
 class Server:
-    """A Drive-like file host on 127.0.0.1: a confirmation page, Range support, and faults."""
+    """A file host on 127.0.0.1 in Drive's place (gdown's plain-URL path: Drive's own pages are
+    gdown's to follow), with Range support and faults: a cut transfer, corrupt bytes, a quota page."""
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
@@ -55,18 +58,8 @@ class Server:
             def do_GET(self):
                 q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 server.requests.append((self.path, self.headers.get("Range")))
-                if "confirm" not in q or server.page_only:
-                    page = (
-                        "<html><body><p>Google Drive can't scan this file for viruses.</p>"
-                        '<form id="download-form" action="/download" method="get">'
-                        '<input type="submit" value="Download anyway">'
-                        f'<input type="hidden" name="id" value="{q.get("id", [""])[0]}">'
-                        '<input type="hidden" name="export" value="download">'
-                        '<input type="hidden" name="confirm" value="t">'
-                        '<input type="hidden" name="uuid" value="1234"></form></body></html>'
-                    ).encode()
-                    if server.page_only:
-                        page = b"<html><body>Too many users have viewed or downloaded this file recently.</body></html>"
+                if server.page_only or not q.get("id"):
+                    page = b"<html><body>Too many users have viewed or downloaded this file recently.</body></html>"
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(page)))
@@ -114,14 +107,14 @@ def drive(authors_pickle, monkeypatch) -> Iterator[Server]:
     server.close()
 
 
-def test_download_through_confirmation_page_then_cached(drive, tmp_path):
+def test_download_then_cached(drive, tmp_path):
     path = download_weights("base")
     assert path == cache_dir() / "mimo-unet.safetensors"
-    assert path.parent.parent.name == "hub"  # inside the Hugging Face hub cache by default
+    assert path.parent == tmp_path / "home" / "hf" / "assets" / "mimocli" / "default" / "weights"
     record = verify_cached(path)
     assert record["source"] == "gdrive://1EQJoQj3YMLFfzrbgzWMD3Xj96RqLdIlx"
     assert record["source_sha256"] == hashlib.sha256(drive.payload).hexdigest()
-    assert any("confirm=t" in p for p, _ in drive.requests)
+    assert any("id=1EQJoQj3YMLFfzrbgzWMD3Xj96RqLdIlx" in p for p, _ in drive.requests)
     assert not (cache_dir() / "downloads" / "MIMO-UNet.pkl").exists()  # converted, pickle removed
     n = len(drive.requests)
     model = load_model("mimo-unet", "cpu")
@@ -144,12 +137,15 @@ def test_corrupt_download_is_refused_and_nothing_cached(drive):
 
 
 def test_expected_sha256_mismatch(drive, tmp_path):
-    url = drive.url + "?id=x&export=download&confirm=t"
+    dest = tmp_path / "f.pkl"
     with pytest.raises(IntegrityError, match="sha256"):
-        download_url(url, tmp_path / "f.pkl", sha256="0" * 64)
-    assert not (tmp_path / "f.pkl").exists() and not (tmp_path / "f.pkl.part").exists()
+        download_gdrive("x", dest, sha256="0" * 64)
+    assert sorted(tmp_path.iterdir()) == []  # nothing kept: neither the file nor a partial one
     good = hashlib.sha256(drive.payload).hexdigest()
-    assert download_url(url, tmp_path / "f.pkl", sha256=good).read_bytes() == drive.payload
+    assert download_gdrive("x", dest, sha256=good, size=len(drive.payload)).read_bytes() == drive.payload
+    seen: list[int] = []
+    download_gdrive("x", dest, sha256=good, on_progress=lambda done, total: seen.append(done))
+    assert seen and seen[-1] == len(drive.payload)  # progress reaches the bar
 
 
 def test_quota_page_is_a_clear_error(drive):
@@ -269,13 +265,34 @@ def test_hub_download_through_huggingface_hub(tmp_path, monkeypatch, tiny_weight
         assert load_model("base", weights="hf://me/mimo/tiny.safetensors").num_res == 1  # weights decide
         with pytest.raises(WeightsError):
             resolve_weights("base", "hf://me/mimo/missing.safetensors")
-        blob = path.resolve()
-        blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
-        with pytest.raises(IntegrityError, match="sha256 does not match the hub"):
-            resolve_weights("base", "hf://me/mimo/tiny.safetensors")
     finally:
         hub.httpd.shutdown()
         hub.httpd.server_close()
+    # The hub gone (nothing listens any more): the cached file is used at once, a missing one
+    # fails at once, not after huggingface-hub's retries (about 25 s).
+    started = time.monotonic()
+    assert resolve_weights("base", "hf://me/mimo/tiny.safetensors") == path
+    with pytest.raises(OfflineError, match="not in the hub cache and the hub cannot be reached"):
+        resolve_weights("base", "hf://me/mimo/other.safetensors")
+    assert time.monotonic() - started < 10
+    blob = path.resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(IntegrityError, match="sha256 does not match the hub"):
+        resolve_weights("base", "hf://me/mimo/tiny.safetensors")
+
+
+def test_unreachable_names_the_host_or_the_proxy(monkeypatch):
+    assert unreachable("http://127.0.0.1:9/x") == "cannot reach 127.0.0.1:9 (Connection refused)"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert unreachable(f"http://127.0.0.1:{port}/x") is None
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("no_proxy", "")
+        assert unreachable("https://drive.google.com/") is None  # through the proxy, which is up
+        monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+        assert "127.0.0.1:9" in str(unreachable("https://drive.google.com/"))
 
 
 def test_local_safetensors_used_as_is(tiny_weights):
@@ -287,9 +304,9 @@ def test_local_safetensors_used_as_is(tiny_weights):
 
 
 def test_cache_location_default_env_and_flag(monkeypatch, tmp_path):
-    assert cache_dir() == tmp_path / "home" / "hf" / "hub" / "mimocli"
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hubcache"))
-    assert cache_dir() == tmp_path / "hubcache" / "mimocli"
+    assert cache_dir() == tmp_path / "home" / "hf" / "assets" / "mimocli" / "default" / "weights"
+    monkeypatch.setenv("HF_ASSETS_CACHE", str(tmp_path / "assets"))
+    assert cache_dir() == tmp_path / "assets" / "mimocli" / "default" / "weights"
     monkeypatch.setenv("MIMO_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
     assert cache_dir(tmp_path / "flag") == tmp_path / "flag"
@@ -423,5 +440,19 @@ def test_three_downloads_at_once_share_one_transfer(drive, tmp_path):
     for p, (out, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
         assert out.strip() == str(tmp_path / "cache" / "mimo-unet.safetensors") and "Traceback" not in err
-    assert sum(1 for path, _ in drive.requests if "confirm" in path) == 1  # one transfer
+    assert len(drive.requests) == 1  # one transfer
     verify_cached(tmp_path / "cache" / "mimo-unet.safetensors")
+
+
+def test_old_cache_in_the_hub_folder_is_moved_once_and_hf_cache_stays_clean(tmp_path, tiny_weights):
+    from huggingface_hub import scan_cache_dir
+
+    old = tmp_path / "home" / "hf" / "hub" / "mimocli"
+    path, _ = import_weights(tiny_weights, cache=old)
+    assert path.parent.parent == old
+    new = cache_dir()
+    assert not old.exists()
+    moved = new / "imported" / path.name
+    assert moved.exists() and verify_cached(moved)["source_sha256"]
+    hub = scan_cache_dir(tmp_path / "home" / "hf" / "hub")
+    assert not hub.warnings, hub.warnings  # `hf cache ls` sees nothing it does not understand

@@ -28,7 +28,7 @@ WEIGHTS = typer.Option(
     help="Weights file (.safetensors/.pkl/.pth) or hf://owner/repo/file (optionally @revision).",
 )
 CACHE_DIR: Path | None = typer.Option(
-    None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli)."
+    None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF_HOME>/assets/mimocli/default/weights)."
 )
 DEVICE = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda, cuda:N or mps.")
 PRECISION = typer.Option(

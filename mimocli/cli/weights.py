@@ -19,7 +19,9 @@ from . import app, err, fail_on_error, out, print_table, progress_bar, report
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-CacheDir = typer.Option(None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF cache>/mimocli).")
+CacheDir = typer.Option(
+    None, "--cache-dir", help="Weights cache (default: $MIMO_CACHE_DIR or <HF_HOME>/assets/mimocli/default/weights)."
+)
 
 
 def byte_progress(quiet: bool = False):  # type: ignore[no-untyped-def]
