@@ -122,7 +122,11 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     from huggingface_hub import cached_assets_path
 
-    root = cached_assets_path("mimocli", subfolder="weights", assets_dir=_hf_home("HF_ASSETS_CACHE", "assets"))
+    assets = _hf_home("HF_ASSETS_CACHE", "assets")
+    try:
+        root = cached_assets_path("mimocli", subfolder="weights", assets_dir=assets)  # creates it
+    except OSError:  # a read-only home: reading what is there still works
+        return assets / "mimocli" / "default" / "weights"
     _move_old_cache(_hf_home("HF_HUB_CACHE", "hub") / "mimocli", root)
     return root
 
@@ -494,17 +498,17 @@ def resolve_weights(
     Raises WeightsError (or a subclass) with the fix when none can be had.
     """
     v = get_variant(variant) if isinstance(variant, str) else variant
-    root = cache_dir(cache)
-    if weights is not None:
+    if weights is not None:  # a file of the user's: the cache folder is not even made
         ref = str(weights)
         if ref.startswith("hf://"):
             got = hf_download(ref, Path(cache) if cache else None)
-            return got if got.suffix == ".safetensors" else import_weights(got, cache=root)[0]
+            return got if got.suffix == ".safetensors" else import_weights(got, cache=cache_dir(cache))[0]
         return Path(ref).expanduser()
     key = v.weights_key
     entry = load_registry().get(key)
     if entry is not None and entry.bundled is not None:
         return verify_bundled(entry)
+    root = cache_dir(cache)
     path = cached_weights(key, root)
     if path.exists():
         verify_cached(path)
