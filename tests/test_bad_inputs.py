@@ -266,3 +266,10 @@ def test_leftovers_of_killed_writers_go_with_the_next_success(tmp_path, tiny_wei
     assert run("video", clip, tmp_path / "o.mp4", "-w", tiny_weights).exit_code == 0
     assert run("deblur", photo_in, "-w", tiny_weights).exit_code == 0
     assert not any(p.exists() for p in stale) and other.exists()
+
+
+def test_a_file_in_the_way_of_the_output_folder_is_named(tmp_path, tiny_weights):
+    write_image(tmp_path / "a.png", photo(24, 28))
+    (tmp_path / "blocker").write_text("x")
+    r = run("deblur", tmp_path / "a.png", "-o", tmp_path / "blocker" / "sub", "-w", tiny_weights)
+    assert r.exit_code == 1 and "a file is in the way" in r.stderr and "Traceback" not in r.output

@@ -212,7 +212,10 @@ def deblur(
                     _emit(as_json, job, "failed", {"error": f"{job.input}: {e}"})
                 except OSError as e:
                     counts["failed"] += 1
-                    report(f"{job.output}: cannot write ({e.strerror or e})")
+                    if isinstance(e, (FileExistsError, NotADirectoryError)):  # from making the folder
+                        report(f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way")
+                    else:
+                        report(f"{job.output}: cannot write ({e.strerror or e})")
                     _emit(as_json, job, "failed", {"error": str(e)})
                 finally:
                     progress.update(files_task, advance=1)
