@@ -29,6 +29,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.setenv("MIMO_GDRIVE_URL", "http://127.0.0.1:9/unreachable")  # never the real Drive
+    # huggingface-hub reads HF_HUB_OFFLINE once, at import: a test that imported it while
+    # offline must not leave the hub offline for the tests after it.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture
