@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,9 @@ SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 # FFmpeg's AVColorSpace -> swscale's SWS_CS_* (what VideoFrame.reformat takes)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _UNSPECIFIED = 2
+# Demuxers of raw elementary streams, which stamp frames at a default rate.
+RAW_VIDEO_FORMATS = frozenset(("h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo", "avs2", "avs3", "vc1", "obu"))
+_BT709, _SMPTE170M = 1, 6  # matrices (AVCOL_SPC_*) written for an untagged input: HD, SD
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
 # Accurate rounding and full-resolution chroma: with these, YUV -> RGB -> YUV gives back the luma
 # plane exactly and no colour drifts (swscale's fast default shifts the mean by about 1 level).
@@ -160,6 +163,14 @@ class Colour:
             return self.range
         return _RANGE_JPEG if pix_fmt.startswith("yuvj") else _RANGE_MPEG
 
+    def tagged(self, width: int, height: int, pix_fmt: str) -> Colour:
+        """These tags, with an unset matrix and range replaced by the ones the conversion uses,
+        so that no player has to guess them (an untagged SD VP8 read as BT.709 shifts colours)."""
+        matrix = self.matrix
+        if matrix not in _SWS_MATRIX:
+            matrix = _BT709 if self.sws_matrix(width, height) == 1 else _SMPTE170M
+        return replace(self, matrix=matrix, range=self.sws_range(pix_fmt))
+
 
 SRGB_AS_VIDEO = Colour(matrix=1, range=_RANGE_MPEG, primaries=1, trc=13)  # frame folders: sRGB in BT.709
 
@@ -177,7 +188,14 @@ class Frame:
 class VideoSource:
     """A video file's first video stream, decoded to RGB frames. Raises VideoError on bad input."""
 
-    def __init__(self, path: Path, start: float | None = None, end: float | None = None, repair: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        start: float | None = None,
+        end: float | None = None,
+        repair: bool = False,
+        fps: Fraction | None = None,
+    ):
         self.path = path
         self.start, self.end, self.repair = start, end, repair
         self.container = open_input(path)
@@ -197,7 +215,18 @@ class VideoSource:
         self.width, self.height = ctx.width, ctx.height
         self.pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
         self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or DEFAULT_FPS)
+        # A raw elementary stream (.h264, .h265) has no container timestamps: the demuxer stamps
+        # it at a default 25 fps. Its frames are restamped at the rate it carries itself.
+        self.restamp: Fraction | None = None  # the demuxer's stamping rate, when restamped
+        if set(self.container.format.name.split(",")) & RAW_VIDEO_FORMATS:
+            self.restamp = self.rate
+            self.rate = self._raw_rate(ctx, fps)
+            self.demux_time_base, self.time_base = self.time_base, 1 / self.rate
+        elif fps is not None:
+            warnings.warn(f"{path}: --fps is ignored: the container times every frame itself", UserWarning, 2)
         self.colour = Colour.of(ctx)
+        sar = self.stream.sample_aspect_ratio or ctx.sample_aspect_ratio
+        self.sar: Fraction | None = Fraction(sar) if sar and sar != 1 else None
         if self.width <= 0 or self.height <= 0:
             self.container.close()
             raise VideoError(f"{path}: the video stream has no picture size", "the file may be damaged")
@@ -205,6 +234,9 @@ class VideoSource:
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
         self.missing = 0  # frames the header promises past a cut (set when the packets run out)
+        first = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
+        if start is not None and start <= first + 1e-6 and not self.restamp:
+            self.start = None  # from the first frame on: the same as no --start, priming and all
         header_end = self._header_end()
         if start is not None and header_end is not None and start >= float(header_end * self.time_base):
             length = self.seconds or 0.0
@@ -213,6 +245,28 @@ class VideoSource:
                 f"{path}: --start {start:g} s is at or past the end of the video, which is {length:.2f} s long",
                 "pick an earlier --start",
             )
+
+    def _raw_rate(self, ctx: Any, fps: Fraction | None) -> Fraction:
+        """The frame rate of a raw stream: ``fps`` if given, else the one its headers carry
+        (H.264/HEVC VUI timing), else 25, with a warning that says which was used."""
+        carried = Fraction(ctx.framerate) if ctx.framerate and ctx.framerate > 0 else None
+        if fps is not None:
+            if carried is not None and carried != fps:
+                warnings.warn(
+                    f"{self.path}: --fps {float(fps):g} overrides the {float(carried):.3f} fps the stream carries",
+                    UserWarning,
+                    3,
+                )
+            return fps
+        if carried is None:
+            warnings.warn(
+                f"{self.path}: the raw stream carries no frame rate; {DEFAULT_FPS} fps is assumed "
+                "(pass --fps to set it)",
+                UserWarning,
+                3,
+            )
+            return Fraction(DEFAULT_FPS)
+        return carried
 
     @property
     def seconds(self) -> float | None:
@@ -254,13 +308,14 @@ class VideoSource:
         An undecodable packet raises VideoError, or with ``repair`` becomes a copy of the
         previous frame at the packet's timestamp, so the frame count and timing stay intact.
         """
-        tb = self.time_base
-        if self.start:
+        tb = self.demux_time_base if self.restamp else self.time_base  # the packets' own
+        if self.start and not self.restamp:  # a raw stream cannot seek by time: it is read from the start
             self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
         lost: list[int] = []  # timestamps of undecodable packets, as a heap
-        state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None}
+        state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None, "n": 0}
         default_duration = max(1, round(1 / (self.rate * tb)))
         self.missing = 0
+        restamp = self.restamp
 
         def emit(
             pts: int | None, duration: int, pixels: Callable[[], np.ndarray] | None, repaired: bool
@@ -268,7 +323,10 @@ class VideoSource:
             if pts is None:
                 pts = state["last"] + default_duration if state["last"] is not None else 0
             state["last"] = pts
-            t = float(pts * tb)
+            if restamp is not None:  # frames come in presentation order: number them, in a 1/rate time base
+                pts, duration = state["n"], 1
+                state["n"] += 1
+            t = float(pts * self.time_base)
             if self.start is not None and t < self.start - 1e-6:
                 return None
             if self.end is not None and t >= self.end - 1e-6:
@@ -280,7 +338,7 @@ class VideoSource:
             i = state["index"]
             state["index"] += 1
             px = None if i < skip_below or pixels is None else pixels()
-            return Frame(i, pts - self.shift, duration or default_duration, px, repaired)
+            return Frame(i, pts - self.shift, duration or (1 if restamp else default_duration), px, repaired)
 
         def decoded() -> Iterator[tuple[int | None, int, Any, bool]]:
             end = None  # where the packets read so far end, in time-base units
@@ -405,6 +463,7 @@ class FrameFolder:
         self.deep = first.dtype == np.uint16
         self.pix_fmt = "yuv420p10le" if self.deep else "yuv420p"
         self.colour = SRGB_AS_VIDEO
+        self.sar = None
         self.start = self.end = None
         self.shift = 0
 
@@ -492,7 +551,7 @@ def open_source(path: Path, options: VideoOptions) -> Source:
         if options.start is not None or options.end is not None:
             raise VideoError(f"{path}: --start/--end need a video file", "cut the frame folder instead")
         return FrameFolder(path, options.fps)
-    return VideoSource(path, options.start, options.end, options.repair)
+    return VideoSource(path, options.start, options.end, options.repair, options.fps)
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -511,6 +570,7 @@ class StreamSpec:
     bit_rate: int | None
     global_header: bool
     threads: int = 1
+    sar: Fraction | None = None  # sample (pixel) aspect ratio; None: square pixels
 
     def encoder(self) -> Any:
         """A fresh, open encoder. Raises VideoError when FFmpeg refuses the settings."""
@@ -542,6 +602,8 @@ class StreamSpec:
         ctx.color_range = self.colour.range
         ctx.color_primaries = self.colour.primaries
         ctx.color_trc = self.colour.trc
+        if self.sar is not None:
+            ctx.sample_aspect_ratio = self.sar
         if self.bit_rate is not None:
             ctx.bit_rate = self.bit_rate
         ctx.options = dict(self.options)
@@ -847,7 +909,7 @@ def deblur_video(
     return summary
 
 
-MANIFEST_VERSION = 2  # 2: channels_last and compile joined the settings
+MANIFEST_VERSION = 3  # 2: channels_last and compile joined the settings; 3: aspect ratio and colour tags
 
 
 def _fix_tile(deblurrer: Deblurrer, height: int, width: int) -> int:
@@ -882,6 +944,8 @@ def _settings(
                 "pix_fmt": s.pix_fmt,
                 "options": dict(s.options),
                 "threads": s.threads,
+                "sar": str(s.sar) if s.sar else None,
+                "colour": [s.colour.matrix, s.colour.range, s.colour.primaries, s.colour.trc],
             }
             for s in specs
         ],
@@ -945,11 +1009,12 @@ def _run_video(
                 pix_fmt,
                 source.time_base,
                 source.rate,
-                source.colour,
+                source.colour.tagged(w, h, pix_fmt),
                 tuple(sorted(opts.items())),
                 bit_rate,
                 global_header,
                 encoder_threads(options, deblurrer),
+                source.sar,
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
@@ -1201,8 +1266,8 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
                 if chapters and source.start is None and source.end is None:
                     out.set_chapters(chapters)
             if streams:
-                shift = float(source.shift * source.time_base)
-                others = _other_packets(src, streams, shift, source.start, source.end)
+                cut = float(source.shift * source.time_base) if source.start is not None else None
+                others = _other_packets(src, streams, cut, source.end)
         video_packets = _segment_packets(work, k, segments, spec.time_base, video)
         for _t, packet in heapq.merge(video_packets, others, key=lambda item: item[0]):
             out.mux(packet)
@@ -1260,27 +1325,46 @@ def _segment_packets(work: WorkDir, k: int, segments: int, tb: Fraction, stream:
 
 
 def _other_packets(
-    src: Any, streams: dict[int, Any], shift_s: float, start: float | None, end: float | None
+    src: Any, streams: dict[int, Any], cut: float | None, end: float | None
 ) -> Iterator[tuple[float, Any]]:
-    """The input's packets of ``streams``, cut to [start, end) and shifted by ``shift_s`` seconds."""
+    """The input's packets of ``streams``, cut at ``cut`` seconds (the first deblurred frame's
+    time, which becomes 0) and at ``end``. Every stream is cut at that one instant: an audio
+    packet that straddles it, and the one before it (which primes AAC/MP3 decoders), keep their
+    true times, negative ones included, so that the muxer trims them (an MP4 edit list, Matroska's
+    shift of every stream alike) rather than squeezing them onto 0 and shifting the sound."""
+    before: dict[int, Any] = {}  # per audio stream: the last packet that ends before the cut
     for p in src.demux(*(src.streams[i] for i in streams)):
         if p.size == 0 and p.pts is None and p.dts is None:
             continue  # the demuxer's end-of-stream marker
         tb = p.time_base
         t = p.pts if p.pts is not None else p.dts
-        if t is not None and (start is not None or end is not None):
-            sec = float(t * tb)
-            if (start is not None and sec + float((p.duration or 0) * tb) <= start) or (end is not None and sec >= end):
-                continue
-        if shift_s:
-            d = round(shift_s / tb)
-            if p.pts is not None:
-                p.pts = max(0, p.pts - d)
-            if p.dts is not None:
-                p.dts = max(0, p.dts - d)
-        p.stream = streams[p.stream_index]
-        ts = p.dts if p.dts is not None else p.pts
-        yield float((ts or 0) * tb), p
+        audio = p.stream.type == "audio"
+        if t is not None and cut is not None and float((t + (p.duration or 0)) * tb) <= cut:
+            if audio:
+                before[p.stream_index] = p
+            continue
+        if t is not None and end is not None and float(t * tb) >= end:
+            continue
+        if cut is not None and (primer := before.pop(p.stream_index, None)) is not None:
+            yield _shifted(primer, cut, streams)
+        yield _shifted(p, cut, streams)
+
+
+def _shifted(p: Any, cut: float | None, streams: dict[int, Any]) -> tuple[float, Any]:
+    tb = p.time_base
+    if cut:
+        d = round(cut / tb)
+        if p.pts is not None:
+            p.pts -= d
+        if p.dts is not None:
+            p.dts -= d
+        if p.stream.type != "audio" and p.pts is not None and p.pts < 0:  # a subtitle shown since before
+            if p.duration:
+                p.duration = max(1, p.duration + p.pts)
+            p.dts = p.pts = 0
+    p.stream = streams[p.stream_index]
+    ts = p.dts if p.dts is not None else p.pts
+    return float((ts or 0) * tb), p
 
 
 # -- frames out --------------------------------------------------------------------------------

@@ -58,11 +58,14 @@ def make_clip(
     colour: tuple[int, int, int, int] | None = (1, 1, 1, 1),  # matrix, range, primaries, trc
     title: str | None = None,
     smooth: bool = False,
+    sar: Fraction | None = None,
+    fmt: str | None = None,
 ) -> Path:
-    """A clip of ``frames`` frames; with ``vfr`` every third frame lasts twice as long."""
+    """A clip of ``frames`` frames; with ``vfr`` every third frame lasts twice as long; ``sar``:
+    the sample aspect ratio; ``fmt``: the container (e.g. "h264", a raw elementary stream)."""
     w, h = size
     tb = Fraction(1, fps * 512)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format=fmt) as out:
         if title:
             out.metadata["title"] = title
         v = out.add_stream(codec, rate=fps)
@@ -72,6 +75,8 @@ def make_clip(
         v.metadata["language"] = "eng"
         if codec == "libx264":
             v.options = {"crf": "12"}
+        if sar is not None:
+            v.codec_context.sample_aspect_ratio = sar
         if colour:
             ctx = v.codec_context
             ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc = colour

@@ -1,0 +1,158 @@
+"""Properties of real-world videos that must survive `mimo video`: aspect ratio, the rate of a raw
+stream, colour tags of untagged input, and sound in sync with every cut."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from typer.testing import CliRunner
+
+from mimocli.cli import app
+
+from .clips import decode, make_clip, small_weights
+
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    return small_weights(tmp_path / "w8.safetensors")
+
+
+def video_stream(path: Path) -> tuple[Fraction | None, list[int]]:
+    """(sample aspect ratio, [matrix, range, primaries, transfer]) as a player reads them."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        ctx = s.codec_context
+        sar = s.sample_aspect_ratio or ctx.sample_aspect_ratio
+        tags = [int(ctx.colorspace), int(ctx.color_range), int(ctx.color_primaries), int(ctx.color_trc)]
+        return (Fraction(sar) if sar else None), tags
+
+
+def timeline(path: Path, kind: str) -> list[tuple[float, float, bytes]]:
+    """(start, end, bytes) in seconds of every packet of the first ``kind`` stream."""
+    with av.open(str(path)) as c:
+        s = next(s for s in c.streams if s.type == kind)
+        tb = s.time_base
+        return [(float(p.pts * tb), float((p.pts + p.duration) * tb), bytes(p)) for p in c.demux(s) if p.size]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_sample_aspect_ratio_is_kept(tmp_path, weights, ext):
+    src = make_clip(tmp_path / f"hdv{ext}", frames=6, size=(72, 54), sar=Fraction(4, 3), audio=None)
+    assert video_stream(src)[0] == Fraction(4, 3)
+    out = tmp_path / f"out{ext}"
+    r = run("video", src, out, "-w", weights, "--quiet", "--save-scales")
+    assert r.exit_code == 0, r.output
+    assert video_stream(out)[0] == Fraction(4, 3)
+    assert video_stream(tmp_path / f"out_x0.5{ext}")[0] == Fraction(4, 3)  # both sides halved alike
+
+
+@pytest.mark.parametrize(("size", "matrix"), [((128, 96), 6), ((1280, 720), 1)], ids=["sd-bt601", "hd-bt709"])
+def test_untagged_input_gets_the_matrix_the_conversion_used(tmp_path, weights, size, matrix):
+    src = make_clip(tmp_path / "vp8.webm", frames=2, size=size, codec="libvpx", colour=None, audio=None)
+    assert video_stream(src)[1] == [2, 0, 2, 2]  # nothing said: players guess by size
+    out = tmp_path / "out.mp4"
+    r = run("video", src, out, "-w", weights, "--quiet", "--tile", "0")
+    assert r.exit_code == 0, r.output
+    assert video_stream(out)[1] == [matrix, 1, 2, 2]  # the matrix and (limited) range used, said
+
+
+def test_tags_the_input_gives_are_kept_as_given(tmp_path, weights):
+    src = make_clip(tmp_path / "bt709.mkv", frames=2, colour=(1, 1, 1, 1), audio=None)
+    r = run("video", src, tmp_path / "o.mkv", "-w", weights, "--quiet")
+    assert r.exit_code == 0 and video_stream(tmp_path / "o.mkv")[1] == [1, 1, 1, 1]
+    full = make_clip(tmp_path / "full.mkv", frames=2, colour=(5, 2, 5, 6), pix_fmt="yuvj420p", audio=None)
+    r = run("video", full, tmp_path / "f.mkv", "-w", weights, "--quiet", "--pix-fmt", "yuv420p")
+    assert r.exit_code == 0 and video_stream(tmp_path / "f.mkv")[1] == [5, 2, 5, 6]
+
+
+def test_raw_stream_keeps_the_rate_it_carries(tmp_path, weights):
+    raw = make_clip(tmp_path / "film.h264", frames=24, fps=24, audio=None, fmt="h264", colour=None)
+    raw = tmp_path / "film.h265"
+    make_clip(raw, frames=24, fps=24, audio=None, fmt="hevc", codec="libx265", colour=None)
+    with av.open(str(raw)) as c:  # what PyAV itself reports: the raw demuxer's default
+        assert c.streams.video[0].average_rate == 25
+    for name in ("film.h264", "film.h265"):
+        src = tmp_path / name
+        _rewrite_rate(src, Fraction(24000, 1001))
+        out = tmp_path / f"{name}.mp4"
+        r = run("video", src, out, "-w", weights, "--quiet", "--json")
+        assert r.exit_code == 0, r.output
+        pts = timeline(out, "video")
+        assert len(pts) == 24
+        assert max(end for _, end, _ in pts) == pytest.approx(24 * 1001 / 24000, abs=1e-3)
+    out = tmp_path / "forced.mkv"
+    r = run("video", tmp_path / "film.h264", out, "-w", weights, "--fps", "30")
+    assert r.exit_code == 0, r.output
+    assert "--fps 30 overrides the 23.976 fps the stream carries" in r.stderr
+    assert max(end for _, end, _ in timeline(out, "video")) == pytest.approx(24 / 30, abs=2e-3)
+    r = run(
+        "video",
+        make_clip(tmp_path / "c.mp4", frames=3, audio=None),
+        tmp_path / "c_out.mp4",
+        "-w",
+        weights,
+        "--fps",
+        "30",
+    )
+    assert r.exit_code == 0 and "--fps is ignored" in r.stderr
+
+
+def _rewrite_rate(path: Path, rate: Fraction) -> None:
+    """Re-encode the raw stream at ``path`` so that its headers (VUI timing) carry ``rate``."""
+    codec = "libx265" if path.suffix == ".h265" else "libx264"
+    with av.open(str(path)) as src:
+        frames = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+    fmt = "hevc" if codec == "libx265" else "h264"
+    with av.open(str(path), "w", format=fmt) as out:
+        v = out.add_stream(codec, rate=rate)
+        v.height, v.width = frames[0].shape[:2]
+        v.pix_fmt = "yuv420p"
+        if codec == "libx265":
+            v.options = {"x265-params": "log-level=none"}
+        for i, rgb in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode())
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_start_0_is_no_start_priming_and_all(tmp_path, weights, ext):
+    src = make_clip(tmp_path / f"a{ext}", frames=12, audio="aac")
+    assert timeline(src, "audio")[0][0] < 0  # the AAC priming packet, before 0
+    plain, zero = tmp_path / f"plain{ext}", tmp_path / f"zero{ext}"
+    assert run("video", src, plain, "-w", weights, "--quiet").exit_code == 0
+    assert run("video", src, zero, "-w", weights, "--quiet", "--start", "0").exit_code == 0
+    assert timeline(zero, "audio") == timeline(plain, "audio") == timeline(src, "audio")
+    assert [t for t, _, _ in timeline(zero, "video")] == [t for t, _, _ in timeline(plain, "video")]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_cut_keeps_every_stream_in_sync(tmp_path, weights, ext):
+    src = make_clip(tmp_path / f"a{ext}", frames=24, audio="aac")
+    out = tmp_path / f"cut{ext}"
+    r = run("video", src, out, "-w", weights, "--quiet", "--start", "0.3", "--end", "0.7", "--json")
+    assert r.exit_code == 0, r.output
+    first_frame = 8 / 24  # the first frame at or after 0.3 s
+    video_in = [t for t, _, _ in timeline(src, "video") if first_frame - 1e-3 <= t < 0.7]
+    video_out = [t for t, _, _ in timeline(out, "video")]
+    assert len(video_out) == len(video_in) == 9
+    offset = min(video_out) - min(video_in)  # where the muxer put the first frame (Matroska may shift all)
+    by_bytes = {data: t for t, _, data in timeline(src, "audio")}
+    moved = [t - by_bytes[data] for t, _, data in timeline(out, "audio")]
+    assert moved and all(m == pytest.approx(offset, abs=1.5e-3) for m in moved)  # sound moved with the picture
+    audio_in = [t for t, end, _ in timeline(src, "audio") if end > first_frame and t < 0.7]
+    assert len(moved) == len(audio_in) + 1  # what overlaps the cut, and the packet that primes the decoder
+    assert json.loads(r.stdout)["frames"] == 9
+    _, rgb, _ = decode(out)
+    assert len(rgb) == 9
