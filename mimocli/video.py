@@ -45,6 +45,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from .atomic import atomic_write, remove_stale_parts, write_bytes_atomic
 from .engine import Deblurrer, choose_tile
@@ -76,6 +77,23 @@ SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 # FFmpeg's AVColorSpace -> swscale's SWS_CS_* (what VideoFrame.reformat takes)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _UNSPECIFIED = 2
+_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}  # decoders that read WebM's alpha side stream
+
+
+_YUVA8 = ("yuva420p", "yuva422p", "yuva444p")  # 8-bit formats whose 4th plane is the alpha
+
+
+def _alpha_view(frame: Any) -> np.ndarray:
+    """The alpha plane of an 8-bit YUVA frame as a writable (H,W) view into the frame."""
+    plane = frame.planes[3]
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def _has_alpha(pix_fmt: str) -> bool:
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    return not fmt.has_palette and (len(fmt.components) == 4 or fmt.name.startswith(("ya", "yuva")))
+
+
 # Demuxers of raw elementary streams, which stamp frames at a default rate.
 RAW_VIDEO_FORMATS = frozenset(("h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo", "avs2", "avs3", "vc1", "obu"))
 _BT709, _SMPTE170M = 1, 6  # matrices (AVCOL_SPC_*) written for an untagged input: HD, SD
@@ -182,6 +200,7 @@ class Frame:
     duration: int
     pixels: np.ndarray | None  # (H,W,3) uint8 or uint16; None for frames an earlier run did
     repaired: bool = False
+    alpha: np.ndarray | None = None  # (H,W) of the pixels' dtype: transparency, passed through untouched
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -230,6 +249,13 @@ class VideoSource:
         if self.width <= 0 or self.height <= 0:
             self.container.close()
             raise VideoError(f"{path}: the video stream has no picture size", "the file may be damaged")
+        # Transparency: in the pixel format, or (VP8/VP9 in WebM) in a side stream that only
+        # libvpx's decoders read; FFmpeg's own would return opaque frames.
+        self.decoder: Any = None
+        if self.stream.metadata.get("alpha_mode") == "1" and ctx.name in _ALPHA_DECODERS:
+            self.decoder = av.CodecContext.create(_ALPHA_DECODERS[ctx.name], "r")
+            self.pix_fmt = "yuva420p"
+        self.alpha = _has_alpha(self.pix_fmt)
         self.deep = _bits(self.pix_fmt) > 8
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
@@ -338,7 +364,10 @@ class VideoSource:
             i = state["index"]
             state["index"] += 1
             px = None if i < skip_below or pixels is None else pixels()
-            return Frame(i, pts - self.shift, duration or (1 if restamp else default_duration), px, repaired)
+            alpha = None
+            if px is not None and px.shape[2] == 4:
+                px, alpha = np.ascontiguousarray(px[:, :, :3]), np.ascontiguousarray(px[:, :, 3])
+            return Frame(i, pts - self.shift, duration or (1 if restamp else default_duration), px, repaired, alpha)
 
         def decoded() -> Iterator[tuple[int | None, int, Any, bool]]:
             end = None  # where the packets read so far end, in time-base units
@@ -354,7 +383,10 @@ class VideoSource:
                         "pass --repair to keep what can be decoded; add --resume to reuse the frames done",
                     )
                 try:
-                    out = packet.decode()
+                    if self.decoder is None:
+                        out = packet.decode()
+                    else:
+                        out = self.decoder.decode(packet if packet.size else None)
                 except av.error.EOFError:
                     return
                 except av.error.FFmpegError as e:
@@ -438,13 +470,18 @@ class VideoSource:
         warnings.warn(message, UserWarning, stacklevel=2)
 
     def to_rgb(self, frame: Any) -> np.ndarray:
+        """(H,W,3), or (H,W,4) with the alpha plane, uint8 or uint16 for deeper sources."""
+        layouts = {(False, False): "rgb24", (False, True): "rgb48le", (True, False): "rgba", (True, True): "rgba64le"}
+        layout = layouts[self.alpha, self.deep]
         rgb = frame.reformat(
-            format="rgb48le" if self.deep else "rgb24",
+            format=layout,
             src_colorspace=self.colour.sws_matrix(self.width, self.height),
             src_color_range=self.colour.sws_range(self.pix_fmt),
             interpolation=_SWS_FLAGS,
         )
         arr: np.ndarray = rgb.to_ndarray()
+        if self.alpha and frame.format.name in _YUVA8:  # the plane itself: exact, not via swscale
+            arr[:, :, 3] = _alpha_view(frame)
         return arr
 
 
@@ -608,14 +645,21 @@ class StreamSpec:
             ctx.bit_rate = self.bit_rate
         ctx.options = dict(self.options)
 
-    def to_frame(self, rgb: np.ndarray, pts: int) -> Any:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+    def to_frame(self, rgb: np.ndarray, pts: int, alpha: np.ndarray | None = None) -> Any:
+        deep = rgb.dtype == np.uint16
+        if alpha is not None and _has_alpha(self.pix_fmt):
+            rgb = np.dstack([rgb, alpha[: rgb.shape[0], : rgb.shape[1]]])
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgba64le" if deep else "rgba")
+        else:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if deep else "rgb24")
         out = frame.reformat(
             format=self.pix_fmt,
             dst_colorspace=self.colour.sws_matrix(self.width, self.height),
             dst_color_range=self.colour.sws_range(self.pix_fmt),
             interpolation=_SWS_FLAGS,
         )
+        if alpha is not None and self.pix_fmt in _YUVA8 and alpha.dtype == np.uint8:
+            _alpha_view(out)[...] = alpha[: out.height, : out.width]  # exactly as it came
         out.pts = pts
         out.time_base = self.time_base
         out.colorspace = self.colour.matrix
@@ -638,10 +682,13 @@ def resolve_codec(name: str | None, output: Path) -> str:
     return c.name
 
 
-def choose_pix_fmt(codec: str, source: str, requested: str | None, deep: bool) -> tuple[str, str | None]:
+def choose_pix_fmt(
+    codec: str, source: str, requested: str | None, deep: bool, name: str = "the input"
+) -> tuple[str, str | None]:
     """The pixel format to encode: the requested one, else the input's where the encoder takes it,
     else its nearest (same depth and chroma first). Returns (pix_fmt, warning or None)."""
     supported = [f.name for f in (av.Codec(codec, "w").video_formats or [])]
+    alpha = _has_alpha(source)
     if requested:
         try:
             av.VideoFormat(requested)
@@ -649,9 +696,16 @@ def choose_pix_fmt(codec: str, source: str, requested: str | None, deep: bool) -
             raise VideoError(f"unknown pixel format {requested!r}", "use e.g. yuv420p, yuv444p, yuv420p10le") from None
         if supported and requested not in supported:
             raise VideoError(f"{codec} cannot encode {requested}", f"use one of {', '.join(supported)}")
-        return requested, None
+        dropped = alpha and not _has_alpha(requested)
+        return requested, ("the alpha channel (transparency) is dropped, as --pix-fmt asks" if dropped else None)
     if not supported or source in supported:
         return source, None
+    if alpha and not any(_has_alpha(f) for f in supported):
+        raise VideoError(
+            f"{name} is transparent (an alpha channel), which {codec} cannot hold",
+            "write .webm (VP9), or -c ffv1 into .mkv, or -c prores_ks into .mov, or --frames (PNG); "
+            "--pix-fmt yuv420p drops the transparency",
+        )
     want_bits = 10 if deep else 8
     chroma = _chroma(source)
     ranked = sorted(
@@ -661,7 +715,7 @@ def choose_pix_fmt(codec: str, source: str, requested: str | None, deep: bool) -
             _chroma(f) != chroma,
             av.VideoFormat(f).is_rgb,
             abs(_bits(f) - want_bits),
-            f.startswith(("yuva", "gbra")),  # no alpha
+            _has_alpha(f) != alpha,  # alpha where the input has it, none where it has none
         ),
     )
     best = ranked[0]
@@ -711,8 +765,9 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> tuple[di
 
 
 # -- segments: the checkpoints of a run --------------------------------------------------------
-_MAGIC = b"MIMOSEG1"
-_RECORD = struct.Struct("<Bqqq?I")  # stream, pts, dts, duration, keyframe, size
+_MAGIC = b"MIMOSEG2"
+_RECORD = struct.Struct("<Bqqq?IB")  # stream, pts, dts, duration, keyframe, size, side data entries
+_SIDE = struct.Struct("<BI")  # name length, size; then the name and the bytes (VP9's alpha, say)
 _NONE = -(2**63)
 
 
@@ -722,6 +777,7 @@ def _write_segment(path: Path, packets: list[tuple[int, Any]], frames: int) -> N
     buf.write(_MAGIC + struct.pack("<I", len(header)) + header)
     for stream, p in packets:
         data = bytes(p)
+        side = [(sd.data_type.encode(), bytes(sd)) for sd in p.iter_sidedata()]
         buf.write(
             _RECORD.pack(
                 stream,
@@ -730,13 +786,19 @@ def _write_segment(path: Path, packets: list[tuple[int, Any]], frames: int) -> N
                 p.duration or 0,
                 bool(p.is_keyframe),
                 len(data),
+                len(side),
             )
         )
         buf.write(data)
+        for name, body in side:
+            buf.write(_SIDE.pack(len(name), len(body)) + name + body)
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _read_segment(path: Path) -> tuple[int, list[tuple[int, int | None, int | None, int, bool, bytes]]]:
+Record = tuple[int, int | None, int | None, int, bool, bytes, list[tuple[str, bytes]]]
+
+
+def _read_segment(path: Path) -> tuple[int, list[Record]]:
     data = path.read_bytes()
     if not data.startswith(_MAGIC):
         raise VideoError(f"{path}: is not a mimo segment", "delete the work folder and run again")
@@ -746,19 +808,21 @@ def _read_segment(path: Path) -> tuple[int, list[tuple[int, int | None, int | No
     pos += n
     records = []
     while pos < len(data):
-        stream, pts, dts, duration, key, size = _RECORD.unpack_from(data, pos)
+        stream, pts, dts, duration, key, size, n_side = _RECORD.unpack_from(data, pos)
         pos += _RECORD.size
-        records.append(
-            (
-                stream,
-                None if pts == _NONE else pts,
-                None if dts == _NONE else dts,
-                duration,
-                key,
-                data[pos : pos + size],
-            )
-        )
+        body = data[pos : pos + size]
         pos += size
+        side = []
+        for _ in range(n_side):
+            name_len, side_size = _SIDE.unpack_from(data, pos)
+            pos += _SIDE.size
+            name = data[pos : pos + name_len].decode()
+            pos += name_len
+            side.append((name, data[pos : pos + side_size]))
+            pos += side_size
+        records.append(
+            (stream, None if pts == _NONE else pts, None if dts == _NONE else dts, duration, key, body, side)
+        )
     return frames, records
 
 
@@ -984,7 +1048,7 @@ def _run_video(
             raise OutputError(f"{p}: already exists", "pass --overwrite to replace it")
 
     codec = resolve_codec(options.codec, out_path)
-    pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep)
+    pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep, summary.input)
     if note:
         summary.warnings.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -1084,7 +1148,9 @@ class _SegmentWriter:
             self.durations = [{} for _ in self.specs]
         for k, (spec, enc, img) in enumerate(zip(self.specs, self.encoders, images, strict=False)):
             self.durations[k][frame.pts] = frame.duration
-            vf = spec.to_frame(np.ascontiguousarray(img[: spec.height, : spec.width]), frame.pts)
+            div = -(-self.specs[0].width // spec.width) if k else 1  # 1, 2 or 4: the alpha of that scale
+            alpha = None if frame.alpha is None else frame.alpha[::div, ::div][: spec.height, : spec.width]
+            vf = spec.to_frame(np.ascontiguousarray(img[: spec.height, : spec.width]), frame.pts, alpha)
             self._keep(k, enc.encode(vf))
         self.frames += 1
         if self.frames == self.checkpoint:
@@ -1249,6 +1315,8 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
         video: Any = out.add_stream(spec.codec, rate=spec.rate)
         spec.configure(video.codec_context)
         video.time_base = spec.time_base
+        if _has_alpha(spec.pix_fmt) and spec.codec in ("libvpx", "libvpx-vp9"):
+            video.metadata["alpha_mode"] = "1"  # WebM's AlphaMode: players then read the alpha side stream
         others: Iterator[tuple[float, Any]] = iter(())
         copied = 0
         if isinstance(source, VideoSource):
@@ -1310,10 +1378,14 @@ def _segment_packets(work: WorkDir, k: int, segments: int, tb: Fraction, stream:
     last_dts: int | None = None
     for i in range(segments):
         _frames, records = _read_segment(work.segment(i))
-        for s, pts, dts, duration, key, data in records:
+        for s, pts, dts, duration, key, data, side in records:
             if s != k:
                 continue
             p = av.Packet(data)
+            for name, body in side:
+                sd = PacketSideData(packet_sidedata_type_from_literal(name), len(body))  # type: ignore[call-arg,arg-type]
+                memoryview(sd)[:] = body
+                sd.to_packet(p, move=True)
             p.pts, p.duration, p.time_base = pts, duration, tb
             if dts is not None and last_dts is not None and dts <= last_dts:
                 dts = last_dts + 1  # segments meet: keep decode times increasing
@@ -1380,7 +1452,10 @@ class _FrameWriter:
 
     def add(self, frame: Frame, images: list[np.ndarray]) -> None:
         name = _frame_name(self.source, frame.index)
-        for folder, img in zip(self.folders, images, strict=False):
+        for k, (folder, img) in enumerate(zip(self.folders, images, strict=False)):
+            if frame.alpha is not None:  # RGBA PNG: the transparency as it came
+                s = 2**k
+                img = np.dstack([img, frame.alpha[::s, ::s][: img.shape[0], : img.shape[1]]])
             write_image(folder / name, img)
 
     def close(self) -> None:

@@ -8,12 +8,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mimocli.cli import app
+from mimocli.images import read_image
 
-from .clips import decode, make_clip, small_weights
+from .clips import decode, make_clip, picture, small_weights
 
 runner = CliRunner()
 
@@ -156,3 +158,65 @@ def test_a_cut_keeps_every_stream_in_sync(tmp_path, weights, ext):
     assert json.loads(r.stdout)["frames"] == 9
     _, rgb, _ = decode(out)
     assert len(rgb) == 9
+
+
+def transparent_clip(path: Path, frames: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+    """VP9 with alpha in WebM, as browsers and motion-graphics tools write it: the alpha plane
+    travels beside the picture (BlockAdditional), which FFmpeg's own VP9 decoder ignores."""
+    w, h = size
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libvpx-vp9", rate=24)
+        v.width, v.height, v.pix_fmt = w, h, "yuva420p"
+        for i in range(frames):
+            rgba = np.zeros((h, w, 4), np.uint8)
+            rgba[..., :3] = picture(i, h, w)
+            rgba[..., 3] = np.linspace(0, 255, w, dtype=np.float32)[None, :].astype(np.uint8)
+            rgba[: h // 4, :, 3] = 0  # a fully transparent band
+            f = av.VideoFrame.from_ndarray(rgba, format="rgba")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode())
+    return path
+
+
+def alphas(path: Path) -> list[np.ndarray]:
+    """The alpha plane of every frame, read as a player that honours it does."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        name = {"vp9": "libvpx-vp9", "vp8": "libvpx"}.get(s.codec_context.name)
+        ctx = av.CodecContext.create(name, "r") if name else s.codec_context
+        frames = []
+        for p in c.demux(s):
+            frames += ctx.decode(p if p.size or name is None else None)
+        return [f.to_ndarray(format="rgba")[..., 3] for f in frames]
+
+
+def test_transparency_is_kept_where_the_output_can_hold_it(tmp_path, weights):
+    src = transparent_clip(tmp_path / "logo.webm")
+    source_alpha = alphas(src)
+    assert source_alpha[0].min() == 0 and source_alpha[0].max() > 200
+    r = run("video", src, tmp_path / "o.mkv", "-w", weights, "--quiet", "-c", "ffv1", "--save-scales")
+    assert r.exit_code == 0, r.output
+    assert all(np.array_equal(a, b) for a, b in zip(alphas(tmp_path / "o.mkv"), source_alpha, strict=True))
+    half = alphas(tmp_path / "o_x0.5.mkv")
+    assert np.array_equal(half[0], source_alpha[0][::2, ::2])
+    r = run("video", src, tmp_path / "o.webm", "-w", weights, "--quiet")
+    assert r.exit_code == 0, r.output
+    with av.open(str(tmp_path / "o.webm")) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+    got = alphas(tmp_path / "o.webm")
+    assert len(got) == 4 and all(np.abs(a.astype(int) - b).max() <= 8 for a, b in zip(got, source_alpha, strict=True))
+    r = run("video", src, tmp_path / "frames", "-w", weights, "--quiet", "--frames")
+    assert r.exit_code == 0, r.output
+    png = read_image(tmp_path / "frames" / "frame_000001.png").pixels
+    assert png.shape == (48, 64, 4) and np.array_equal(png[..., 3], source_alpha[0])
+
+
+def test_transparency_is_never_dropped_in_silence(tmp_path, weights):
+    src = transparent_clip(tmp_path / "logo.webm", frames=2)
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--quiet")
+    assert r.exit_code == 1 and not (tmp_path / "o.mp4").exists()
+    line = " ".join(r.stderr.split())
+    assert "logo.webm is transparent (an alpha channel), which libx264 cannot hold" in line and ".webm" in line
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--pix-fmt", "yuv420p")
+    assert r.exit_code == 0 and "the alpha channel (transparency) is dropped" in r.stderr
