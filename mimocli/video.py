@@ -1311,7 +1311,7 @@ def _assemble(source: Source, work: WorkDir, outputs: list[Path], specs: list[St
 def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: StreamSpec, k: int, segments: int) -> int:
     """Mux stream ``k`` of the segments, and with a VideoSource everything else it holds, into ``file``."""
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(av.open(file, "w", format=fmt))
+        out = stack.enter_context(av.open(file, "w", format=fmt, options=_muxer_options(source, fmt)))
         video: Any = out.add_stream(spec.codec, rate=spec.rate)
         spec.configure(video.codec_context)
         video.time_base = spec.time_base
@@ -1340,6 +1340,15 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
         for _t, packet in heapq.merge(video_packets, others, key=lambda item: item[0]):
             out.mux(packet)
     return copied
+
+
+def _muxer_options(source: Source | None, fmt: str) -> dict[str, str]:
+    """What the muxer takes from the input: an MP4/MOV's major brand (mp42, qt, a phone's own),
+    which FFmpeg would otherwise replace by isom."""
+    if not isinstance(source, VideoSource) or fmt not in ("mp4", "mov"):
+        return {}
+    brand = source.container.metadata.get("major_brand", "").strip()
+    return {"brand": brand} if len(brand) == 4 and brand.isprintable() else {}
 
 
 def _tags(metadata: dict[str, str]) -> dict[str, str]:

@@ -220,3 +220,19 @@ def test_transparency_is_never_dropped_in_silence(tmp_path, weights):
     assert "logo.webm is transparent (an alpha channel), which libx264 cannot hold" in line and ".webm" in line
     r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--pix-fmt", "yuv420p")
     assert r.exit_code == 0 and "the alpha channel (transparency) is dropped" in r.stderr
+
+
+def test_the_mp4_brand_is_kept(tmp_path, weights):
+    src = tmp_path / "phone.mp4"
+    with av.open(str(src), "w", options={"brand": "mp42"}) as out:
+        v = out.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(picture(i, 48, 64), format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode())
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--quiet")
+    assert r.exit_code == 0, r.output
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert c.metadata["major_brand"] == "mp42"
