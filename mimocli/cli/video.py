@@ -96,7 +96,11 @@ def video(
         False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (OUT_x0.5.mp4, OUT_x0.25.mp4)."
     ),
     frames: bool = typer.Option(False, "--frames", help="Write OUTPUT as a folder of PNG frames."),
-    fps: str | None = typer.Option(None, "--fps", help="Frame rate of a folder-of-frames input (default 25)."),
+    fps: str | None = typer.Option(
+        None,
+        "--fps",
+        help="Frame rate of a folder of frames (default 25), or of a raw .h264/.h265 stream (default: its own).",
+    ),
     checkpoint: int = typer.Option(
         DEFAULT_CHECKPOINT, "--checkpoint", min=1, help="Frames per checkpoint: the most an interruption loses."
     ),
