@@ -611,6 +611,10 @@ class StreamSpec:
 
     def encoder(self) -> Any:
         """A fresh, open encoder. Raises VideoError when FFmpeg refuses the settings."""
+        if self.codec == "libsvtav1":
+            # SVT-AV1 prints 25 lines per encoder (one per segment) unless told otherwise; a
+            # level the user set stays theirs.
+            os.environ.setdefault("SVT_LOG", "1")
         ctx = av.CodecContext.create(self.codec, "w")
         self.configure(ctx)
         # One encoder thread by default on CPU, where inference is 98% of the time and the
@@ -752,6 +756,8 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> tuple[di
         if codec == "libvpx-vp9":
             bit_rate = 0  # constant quality, no bit-rate cap
             opts["row-mt"] = "1"
+    if codec == "libx265":
+        opts["x265-params"] = "log-level=error"  # not a banner per segment on stderr
     if preset:
         if codec in ("libx264", "libx265", "libsvtav1"):
             opts["preset"] = preset
@@ -1170,9 +1176,26 @@ class _SegmentWriter:
             return
         for k, enc in enumerate(self.encoders):
             self._keep(k, enc.encode(None))
+            _repair_dts([p for s, p in self.packets if s == k])
         _write_segment(self.work.segment(self.segments), self.packets, self.frames)
         self.segments += 1
         self.encoders, self.packets, self.frames = [], [], 0
+
+
+def _repair_dts(packets: list[Any]) -> None:
+    """Give a segment's packets (in decode order) sound decode times when the encoder did not:
+    libx265 returns garbage ones from its third instance in a process on. Each becomes the
+    sorted presentation times, moved back by the least amount that keeps every dts <= its pts."""
+    pts = [p.pts for p in packets]
+    if not packets or any(t is None for t in pts):
+        return
+    frame = max(1, max((p.duration or 0) for p in packets))
+    if all(p.dts is not None and 0 <= p.pts - p.dts <= 64 * frame for p in packets):
+        return
+    order = sorted(pts)
+    shift = max(0, *(o - t for o, t in zip(order, pts, strict=True)))
+    for p, o in zip(packets, order, strict=True):
+        p.dts = o - shift
 
 
 def _pipeline(

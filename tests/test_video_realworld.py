@@ -236,3 +236,24 @@ def test_the_mp4_brand_is_kept(tmp_path, weights):
     assert r.exit_code == 0, r.output
     with av.open(str(tmp_path / "o.mp4")) as c:
         assert c.metadata["major_brand"] == "mp42"
+
+
+def test_encoders_print_no_banners(tmp_path, weights):
+    """x265 and SVT-AV1 print their banners to stderr, once per segment: a long run would scroll
+    hundreds of lines past the one that matters."""
+    import subprocess
+    import sys
+
+    src = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
+    for codec in ("hevc", "av1"):  # three segments: libx265 gave garbage decode times from its third encoder on
+        out = tmp_path / f"o_{codec}.mp4"
+        done = subprocess.run(
+            [sys.executable, "-m", "mimocli", "video", src, out, "-w", weights, "-c", codec, "--checkpoint", "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines() == [done.stderr.splitlines()[-1]], done.stderr  # the summary alone
+        assert done.stderr.startswith("Deblurred 6 of 6 frame(s)")
+        assert len(decode(out)[0]) == 6
