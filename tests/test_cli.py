@@ -139,7 +139,14 @@ def test_usage_errors_exit_2(pics, tiny_weights):
     assert run("deblur", pics / "a.png", "--precision", "int4").exit_code == 2
     assert run("deblur").exit_code == 2
     r = run("deblur", pics / "a.png", "--variant", "nope", "-w", tiny_weights)
-    assert r.exit_code == 1 and "unknown variant" in r.stderr
+    assert r.exit_code == 2 and "unknown variant 'nope'" in flat(r.stderr)
+    for args in (
+        ["video", "a.mp4", "b.mp4", "-m", "nope"],
+        ["bench", "-m", "nope"],
+        ["weights", "import", "x", "--as", "x"],
+    ):
+        r = run(*args)
+        assert r.exit_code == 2 and "unknown variant" in flat(r.stderr), args
     r = run("deblur", pics / "a.png", "-o", pics / "a.gif", "-w", tiny_weights)
     assert r.exit_code == 1 and "cannot write .gif" in r.stderr
 
@@ -205,7 +212,7 @@ def test_weights_commands(tmp_path, tiny_weights):
     r = run("weights", "import", tmp_path / "nothing.pkl")
     assert r.exit_code == 1 and "no such weights file" in r.stderr
     r = run("weights", "download", "nope")
-    assert r.exit_code == 1 and "unknown variant" in r.stderr
+    assert r.exit_code == 2 and "unknown variant" in flat(r.stderr)
 
 
 def test_real_subprocess(pics, tiny_weights, tmp_path):
@@ -307,3 +314,15 @@ def test_compare_writes_input_and_output_side_by_side(pics, tiny_weights, tmp_pa
     assert r.exit_code == 1 and "a_compare.png: already exists" in flat(r.stderr)
     r = run("deblur", pics / "a.png", "-o", tmp_path / "single.png", "-w", tiny_weights, "--compare", "--quiet")
     assert r.exit_code == 0 and (tmp_path / "single_compare.png").exists()
+
+
+def test_paths_with_brackets_are_printed_verbatim(tmp_path, tiny_weights):
+    """Rich markup would read "[final]" as a style tag and print "shot_deblurred.png"."""
+    src = write_image(tmp_path / "shot[final].png", photo(24, 28))
+    r = run("deblur", src, "-w", tiny_weights, "-q")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(tmp_path / "shot[final]_deblurred.png")
+    assert (tmp_path / "shot[final]_deblurred.png").exists()
+    (tmp_path / "notes[draft].png").write_text("not an image")
+    r = run("deblur", tmp_path / "notes[draft].png", "-w", tiny_weights)
+    assert r.exit_code == 1 and "notes[draft].png: not an image" in r.stderr

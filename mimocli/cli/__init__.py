@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn
 from rich.table import Table
+from rich.text import Text
 
 from mimocli import __version__
 from mimocli.errors import MimoError
@@ -23,8 +24,10 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# markup=False: paths and messages are printed verbatim ("shot[final].png" is no markup tag);
+# styles come from Text objects.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 WIDE = 160  # columns for tables when stdout is a file or a pipe, so that they never wrap
@@ -38,11 +41,14 @@ def print_table(table: Table) -> None:
 
 def report(error: MimoError | str, quiet: bool = False) -> None:
     """One red line on stderr: the message, then the fix in brackets."""
+    line = Text.assemble(("Error:", "bold red"), " ")
     if isinstance(error, MimoError):
-        text = error.message + (f" [dim]({error.hint})[/dim]" if error.hint else "")
+        line.append(error.message)
+        if error.hint:
+            line.append(f" ({error.hint})", "dim")
     else:
-        text = error
-    err.print(f"[bold red]Error:[/bold red] {text}", markup=True, highlight=False, soft_wrap=True)
+        line.append(error)
+    err.print(line, highlight=False, soft_wrap=True)
 
 
 def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progress:
@@ -71,7 +77,7 @@ def fail_on_error() -> Iterator[None]:
 def warnings_to_stderr(quiet: bool) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if not quiet:
-            err.print(f"[yellow]Warning:[/yellow] {message}", soft_wrap=True)
+            err.print(Text.assemble(("Warning:", "yellow"), f" {message}"), soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

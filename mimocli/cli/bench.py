@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from mimocli.bench import BenchCase, BenchResult, bench_suite, bench_video, random_model
@@ -92,7 +93,11 @@ def _table(results: list[BenchResult]) -> Table:
 @app.command()
 def bench(
     variant: str = typer.Option(
-        DEFAULT_VARIANT, "--variant", "-m", help="base, plus, plusplus, any variant name, or all (base and plus)."
+        DEFAULT_VARIANT,
+        "--variant",
+        "-m",
+        callback=options.parse_variant_or_all,
+        help="base, plus, plusplus, any variant name, or all (base and plus).",
     ),
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
@@ -118,7 +123,7 @@ def bench(
     ),
     duration: str | None = typer.Option(None, "--duration", help="With --video: only the first seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress or warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or warnings."),
 ) -> None:
     """Time MIMO-UNet on this machine against the eager fp32 baseline.
 
@@ -224,7 +229,7 @@ def _bench_video(
     opts = VideoOptions(batch=batch, end=parse_time(duration))
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)
-        task = progress.add_task(f"[bold]{path.name}", total=None)
+        task = progress.add_task(f"[bold]{escape(path.name)}", total=None)
         with progress, fail_on_error():
             s = bench_video(
                 path, deblurrer, opts, lambda done, total: progress.update(task, completed=done, total=total)
@@ -233,7 +238,7 @@ def _bench_video(
         payload = {"machine": machine(), "variant": variant.name, "settings": deblurrer.settings, "video": s.to_dict()}
         out.print(json.dumps(payload), markup=False, highlight=False)
         return
-    title = f"mimo bench --video {path.name} ({variant.name}, {deblurrer.device})"
+    title = f"mimo bench --video {escape(path.name)} ({variant.name}, {deblurrer.device})"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("frames", "size", "seconds", "frames/s", "decode s", "inference s", "encode s"):
         table.add_column(name, justify="right")

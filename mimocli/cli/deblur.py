@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.atomic import remove_stale_parts
@@ -105,14 +106,12 @@ def deblur(
     compare: bool = typer.Option(
         False, "--compare", help="Also write NAME_compare.EXT: the input and the output side by side, labelled."
     ),
-    quality: int = typer.Option(
-        95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."
-    ),
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality (100 on WebP: lossless)."),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0: no limit."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON record per output on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars, summary or warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, summary or warnings."),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
     tile_value = parse_tile(tile)
@@ -143,7 +142,7 @@ def deblur(
             files_task = progress.add_task("files", total=len(jobs))
             tiles_task = progress.add_task("tiles", total=None, visible=False)
             for job in jobs:
-                progress.update(files_task, description=f"[bold]{job.input.name}")
+                progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
                 try:
                     status = _check(job, sources, overwrite, skip_existing, compare)
                     if status == "skip":

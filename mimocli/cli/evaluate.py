@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -60,7 +61,7 @@ def eval_command(
     ensemble: bool = options.ENSEMBLE,
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write the per-image scores to this CSV file."),
     as_json: bool = typer.Option(False, "--json", help="Print per-image scores and means as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings."),
 ) -> None:
     """PSNR and SSIM on blurry/sharp pairs (GoPro layout), per image and on average.
 
@@ -124,13 +125,13 @@ def eval_command(
 
 
 def _table(records: list[EvalRecord], summary: EvalSummary, data: Path) -> Table:
-    table = Table(title=f"mimo eval {data}", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"mimo eval {escape(str(data))}", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("image")
     for name in ("PSNR dB", "SSIM", "blurry PSNR", "blurry SSIM", "gain dB", "seconds"):
         table.add_column(name, justify="right")
     for r in records:
         table.add_row(
-            r.name,
+            escape(r.name),
             f"{r.psnr:.2f}",
             f"{r.ssim:.4f}",
             f"{r.blur_psnr:.2f}",

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from mimocli.engine import PRECISIONS
+from mimocli.errors import WeightsError
+from mimocli.registry import get_variant
 
 
 def parse_precision(value: str) -> str:
@@ -15,10 +17,26 @@ def parse_precision(value: str) -> str:
     return value.strip().lower()
 
 
+def parse_variant(value: str | None) -> str | None:
+    """An unknown variant is a usage error (exit 2), like every other bad option."""
+    if value is None:
+        return value
+    try:
+        get_variant(value)
+    except WeightsError as e:
+        raise typer.BadParameter(f"{e.message} ({e.hint})") from None
+    return value
+
+
+def parse_variant_or_all(value: str | None) -> str | None:
+    return value if value is not None and value.strip().lower() == "all" else parse_variant(value)
+
+
 VARIANT = typer.Option(
     None,
     "--variant",
     "-m",
+    callback=parse_variant,
     help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
 )
 WEIGHTS = typer.Option(

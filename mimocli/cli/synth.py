@@ -45,7 +45,7 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a folder that already holds pairs."),
     resume: bool = typer.Option(False, "--resume", help="Keep the pairs already there; make the missing ones."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, summary or warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or warnings."),
 ) -> None:
     """Make blurry/sharp training pairs: average M frames of a video as GoPro was made, or blur
     sharp photos with random camera shake (--shake; folders are descended into)."""

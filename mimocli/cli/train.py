@@ -30,7 +30,11 @@ def train_command(
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint, metrics, plot, model.safetensors."),
     variant: str = typer.Option(
-        "base", "--variant", "-m", help="Architecture: base (8 blocks), plus (20) or lite (4 blocks, 16 channels)."
+        "base",
+        "--variant",
+        "-m",
+        callback=options.parse_variant,
+        help="Architecture: base (8 blocks), plus (20) or lite (4 blocks, 16 channels).",
     ),
     init: str | None = typer.Option(
         None, "--init", help="Start from these weights: a variant name (downloads) or a file. Default: random."
@@ -70,7 +74,7 @@ def train_command(
     device: str = options.DEVICE,
     threads: int = options.THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Train MIMO-UNet on blurry/sharp pairs with the paper's recipe; export weights that
     `mimo deblur --weights` loads."""

@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -117,7 +118,7 @@ def video(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, summary or warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or warnings."),
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
     tile_value = parse_tile(tile)
@@ -160,7 +161,7 @@ def video(
         progress = progress_bar(
             MofNCompleteColumn(), FpsColumn(first), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet
         )
-        task = progress.add_task(f"[bold]{input.name}", total=None)
+        task = progress.add_task(f"[bold]{escape(input.name)}", total=None)
 
         def on_progress(done: int, total: int | None) -> None:
             if not first:
@@ -177,7 +178,7 @@ def video(
         except KeyboardInterrupt:
             work = WorkDir(output)
             kept = f"; the finished part is kept in {work.path}: run again with --resume" if work.exists() else ""
-            err.print(f"[bold red]Interrupted[/bold red]: {output} was not written{kept}")
+            err.print(Text.assemble(("Interrupted", "bold red"), f": {output} was not written{kept}"))
             raise typer.Exit(130) from None
     if as_json:
         out.print(json.dumps({**summary.to_dict(), "weights": loaded.to_dict()}), markup=False, highlight=False)

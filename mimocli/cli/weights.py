@@ -15,6 +15,7 @@ from mimocli.errors import MimoError
 from mimocli.registry import get_variant
 
 from . import app, err, fail_on_error, out, print_table, progress_bar, report
+from .options import parse_variant, parse_variant_or_all
 
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
@@ -46,7 +47,7 @@ def list_weights(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title=f"Weights ({w.cache_dir(cache_dir)})")
+    table = Table(title=f"Weights ({escape(str(w.cache_dir(cache_dir)))})")
     for col in ("name", "cached", "size", "sha256", "PSNR (dB)", "source"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -61,11 +62,13 @@ def list_weights(
 @weights_app.command("download")
 def download(
     variant: str = typer.Argument(
-        ..., help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-realblur, or all."
+        ...,
+        callback=parse_variant_or_all,
+        help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-realblur, or all.",
     ),
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     cache_dir: Path | None = CacheDir,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download a variant's weights into the cache (needs the network once); all: every registered file."""
     with fail_on_error():
@@ -91,7 +94,9 @@ def download(
 @weights_app.command("import")
 def import_(
     file: Path = typer.Argument(..., help="A .pkl/.pth checkpoint (e.g. the authors' MIMO-UNet.pkl) or .safetensors."),
-    as_variant: str | None = typer.Option(None, "--as", help="Cache it as this registered variant's weights."),
+    as_variant: str | None = typer.Option(
+        None, "--as", callback=parse_variant, help="Cache it as this registered variant's weights."
+    ),
     cache_dir: Path | None = CacheDir,
 ) -> None:
     """Detect the variant of a checkpoint, convert it to safetensors and cache it."""
