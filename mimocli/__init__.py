@@ -1,7 +1,10 @@
 """mimocli: remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021)."""
 
-from .arch import MIMOUNet
-from .engine import Deblurrer, DeblurResult, resolve_device, resolve_precision
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     DeviceError,
     DownloadError,
@@ -13,18 +16,59 @@ from .errors import (
     VideoError,
     WeightsError,
 )
-from .images import ImageFile, read_image, write_image
 from .registry import VARIANTS, Variant, detect_variant, get_variant
-from .video import VideoOptions, VideoSummary, deblur_video
-from .weights import (
-    LoadedWeights,
-    download_weights,
-    import_weights,
-    load_model,
-    load_weights,
-    read_state_dict,
-    resolve_weights,
-)
+
+if TYPE_CHECKING:
+    from .arch import MIMOUNet
+    from .engine import Deblurrer, DeblurResult, resolve_device, resolve_precision
+    from .images import ImageFile, read_image, write_image
+    from .video import VideoOptions, VideoSummary, deblur_video
+    from .weights import (
+        LoadedWeights,
+        download_weights,
+        import_weights,
+        load_model,
+        load_weights,
+        read_state_dict,
+        resolve_weights,
+    )
+
+# The rest of the API is imported on first use, so that `import mimocli` (and `mimo --help`)
+# does not pay for torch, PyAV and OpenCV.
+_LAZY = {
+    "MIMOUNet": "arch",
+    "Deblurrer": "engine",
+    "DeblurResult": "engine",
+    "resolve_device": "engine",
+    "resolve_precision": "engine",
+    "ImageFile": "images",
+    "read_image": "images",
+    "write_image": "images",
+    "VideoOptions": "video",
+    "VideoSummary": "video",
+    "deblur_video": "video",
+    "LoadedWeights": "weights",
+    "download_weights": "weights",
+    "import_weights": "weights",
+    "load_model": "weights",
+    "load_weights": "weights",
+    "read_state_dict": "weights",
+    "resolve_weights": "weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mimocli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

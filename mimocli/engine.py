@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from .errors import DeviceError, NotFiniteError
+from .settings import PRECISIONS
 from .tiling import SCALES, TileGrid, pad_to_multiple, round_down, round_up
 
 ProgressFn = Callable[[int, int], None]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Peak activation memory measured on CPU in float32 (MIMO-UNet and MIMO-UNet+ alike, since the

@@ -21,8 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import write_bytes_atomic
 from .errors import ImageError, OutputError
+from .settings import DEFAULT_MAX_PIXELS, FORMATS
 
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
 EXIF_ORIENTATION = 0x0112
 # TIFF tags that describe how the pixels are stored. A TIFF's first IFD is both its EXIF and its
 # image structure, so these come along with the EXIF of a TIFF and must not reach an output,
@@ -34,16 +34,6 @@ STORAGE_TAGS = frozenset(
     + (529, 530, 531, 532)
 )
 
-# Extension -> Pillow format. 16-bit colour is written by OpenCV, for PNG and TIFF only.
-FORMATS = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 LOSSY_FORMATS = ("JPEG", "WEBP")
 

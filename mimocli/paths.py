@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .images import FORMATS
+from .settings import FORMATS
 
 SUFFIX = "_deblurred"
 COMPARE_SUFFIX = "_compare"

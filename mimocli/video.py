@@ -51,6 +51,7 @@ from .atomic import atomic_write, remove_stale_parts, write_bytes_atomic
 from .engine import Deblurrer, choose_tile
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
+from .settings import DEFAULT_CHECKPOINT
 from .tiling import round_up
 
 ProgressFn = Callable[[int, int | None], None]
@@ -70,7 +71,6 @@ CODEC_ALIASES = {
 }
 # Near-transparent quality by default: deblurring adds fine detail that a higher CRF smears away.
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 26}
-DEFAULT_CHECKPOINT = 120  # frames per segment: 5 s at 24 fps, the most work an interruption loses
 DEFAULT_FPS = Fraction(25)  # frame folders, as FFmpeg's image2 demuxer assumes
 SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 

@@ -326,3 +326,41 @@ def test_paths_with_brackets_are_printed_verbatim(tmp_path, tiny_weights):
     (tmp_path / "notes[draft].png").write_text("not an image")
     r = run("deblur", tmp_path / "notes[draft].png", "-w", tiny_weights)
     assert r.exit_code == 1 and "notes[draft].png: not an image" in r.stderr
+
+
+def test_help_and_version_never_import_torch_pyav_or_opencv(tmp_path):
+    """`mimo --help` answered in 4 s when it imported torch; with stand-ins that refuse to be
+    imported, every help page must still print."""
+    for name in ("torch", "av", "cv2", "safetensors", "huggingface_hub", "gdown"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} imported for --help')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    commands = [["--version"], ["--help"]] + [
+        [*c, "--help"] for c in (["deblur"], ["video"], ["bench"], ["eval"], ["synth"], ["train"], ["weights", "list"])
+    ]
+    for args in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "mimocli", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Usage" in done.stdout or done.stdout.startswith("mimo ")
+    done = subprocess.run(
+        [sys.executable, "-c", "import mimocli; print(mimocli.__version__, len(mimocli.__all__))"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_shell_completion_completes_commands_and_options():
+    mimo = str(Path(sys.executable).with_name("mimo"))  # the installed script, as a shell runs it
+    env = {**os.environ, "_MIMO_COMPLETE": "complete_bash", "COMP_WORDS": "mimo de", "COMP_CWORD": "1"}
+    done = subprocess.run([mimo], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.split() == ["deblur"], done.stderr
+    env.update(COMP_WORDS="mimo video --co", COMP_CWORD="2")
+    done = subprocess.run([mimo], capture_output=True, text=True, env=env, timeout=60)
+    assert set(done.stdout.split()) == {"--compile", "--codec"}
+    done = subprocess.run([mimo, "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
+    assert "_mimo_completion" in done.stdout

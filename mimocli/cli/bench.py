@@ -6,21 +6,18 @@ import json
 import platform
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from mimocli.bench import BenchCase, BenchResult, bench_suite, bench_video, random_model
-from mimocli.engine import Deblurrer, cpu_has_native_bf16, reuse_freed_memory
 from mimocli.errors import MimoError
-from mimocli.images import read_image
 from mimocli.registry import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
-from mimocli.video import VideoOptions
-from mimocli.weights import load_model
+
+if TYPE_CHECKING:
+    from mimocli.bench import BenchResult
 
 from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
 from .video import parse_time
@@ -44,6 +41,10 @@ def variants_for(name: str) -> list[Variant]:
 
 def machine() -> dict[str, Any]:
     """What the figures depend on besides the code."""
+    import torch
+
+    from mimocli.engine import cpu_has_native_bf16
+
     info: dict[str, Any] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -130,6 +131,12 @@ def bench(
     Reports ms per frame (median, p90), frames/s, TFLOP/s, peak memory, and the speed-up over the
     baseline and the error against it, measured in the same run.
     """
+    import torch  # and the rest: imported when the command runs, not for --help
+
+    from mimocli.bench import BenchCase, bench_suite, random_model
+    from mimocli.images import read_image
+    from mimocli.weights import load_model
+
     if threads:
         torch.set_num_threads(threads)
     frame_sizes = [parse_size(s) for s in sizes]
@@ -215,6 +222,11 @@ def _bench_video(
     quiet: bool,
     reuse_memory: bool,
 ) -> None:
+    from mimocli.bench import bench_video, random_model
+    from mimocli.engine import Deblurrer, reuse_freed_memory
+    from mimocli.video import VideoOptions
+    from mimocli.weights import load_model
+
     with fail_on_error():
         model = (
             load_model(variant.name, "cpu", weights)

@@ -6,27 +6,21 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.atomic import remove_stale_parts
-from mimocli.engine import Deblurrer, reuse_freed_memory
 from mimocli.errors import ImageError, MimoError, OutputError
-from mimocli.images import (
-    DEFAULT_MAX_PIXELS,
-    FORMATS,
-    format_for,
-    is_image_path,
-    read_image,
-    side_by_side,
-    write_image,
-)
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.weights import LoadedWeights, load_weights
+from mimocli.settings import DEFAULT_MAX_PIXELS, FORMATS
+
+if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
+    from mimocli.engine import Deblurrer
+    from mimocli.weights import LoadedWeights
 
 from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
@@ -59,6 +53,11 @@ def make_deblurrer(
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1. Without
     --variant and --weights, the default variant or, where it cannot be had, the bundled model
     with a warning."""
+    import torch
+
+    from mimocli.engine import Deblurrer, reuse_freed_memory
+    from mimocli.weights import load_weights
+
     if threads:
         torch.set_num_threads(threads)
     with fail_on_error(), warnings_to_stderr(quiet):
@@ -114,6 +113,8 @@ def deblur(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, summary or warnings."),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
+    from mimocli.images import read_image, side_by_side, write_image
+
     tile_value = parse_tile(tile)
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
@@ -233,7 +234,9 @@ def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool, c
     """'run' or 'skip'. Raises ImageError/OutputError for a job that must not run."""
     if job.error:
         raise ImageError(f"{job.input}: {job.error}")
-    if not is_image_path(job.output) and job.output.suffix.lower() == job.input.suffix.lower():
+    from mimocli.images import format_for
+
+    if job.output.suffix.lower() not in FORMATS and job.output.suffix.lower() == job.input.suffix.lower():
         kind = job.input.suffix or "a file without an extension"
         raise ImageError(f"{job.input}: {kind} is not an image type mimo writes", f"use one of {', '.join(FORMATS)}")
     format_for(job.output)  # an output of a type we cannot write fails this file, not the batch

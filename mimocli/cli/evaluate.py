@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -15,7 +16,9 @@ from rich.table import Table
 
 from mimocli.atomic import write_bytes_atomic
 from mimocli.errors import ImageError, OutputError
-from mimocli.evaluate import EvalRecord, EvalSummary, evaluate, find_pairs
+
+if TYPE_CHECKING:
+    from mimocli.evaluate import EvalRecord, EvalSummary
 
 from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
 from .deblur import make_deblurrer, parse_tile
@@ -68,6 +71,8 @@ def eval_command(
     Computed as the paper does: the output clamped and rounded to 8 bits. The blurry inputs'
     scores are shown for comparison.
     """
+    from mimocli.evaluate import EvalSummary, evaluate, find_pairs  # torch, OpenCV: when it runs
+
     tile_value = parse_tile(tile)
     with fail_on_error():
         pairs = find_pairs(data)

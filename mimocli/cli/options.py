@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from mimocli.engine import PRECISIONS
 from mimocli.errors import WeightsError
 from mimocli.registry import get_variant
+from mimocli.settings import PRECISIONS
 
 
 def parse_precision(value: str) -> str:

@@ -9,7 +9,6 @@ import typer
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mimocli.errors import ImageError, MimoError
-from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video
 
 from . import app, err, out, progress_bar, report, warnings_to_stderr
 
@@ -49,6 +48,8 @@ def synth(
 ) -> None:
     """Make blurry/sharp training pairs: average M frames of a video as GoPro was made, or blur
     sharp photos with random camera shake (--shake; folders are descended into)."""
+    from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video  # OpenCV, PyAV
+
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
     if not shake and len(inputs) != 1:

@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import typer
 from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mimocli.arch import MIMOUNet
-from mimocli.engine import resolve_device, reuse_freed_memory
 from mimocli.errors import WeightsError
-from mimocli.images import is_image_path
 from mimocli.registry import get_variant
-from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video
-from mimocli.train import TrainOptions, train
-from mimocli.weights import load_model
 
 from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
 
@@ -78,6 +71,13 @@ def train_command(
 ) -> None:
     """Train MIMO-UNet on blurry/sharp pairs with the paper's recipe; export weights that
     `mimo deblur --weights` loads."""
+    import torch  # and the rest: imported when the command runs, not for --help
+
+    from mimocli.arch import MIMOUNet
+    from mimocli.engine import resolve_device, reuse_freed_memory
+    from mimocli.train import TrainOptions, train
+    from mimocli.weights import load_model
+
     if crop % 4:
         raise typer.BadParameter(f"{crop} is not a multiple of 4", param_hint="--crop")
     if shake and synthesize:
@@ -150,6 +150,9 @@ def train_command(
 
 def _synthesize(data: Path, pairs: Path, seed: int) -> Path:
     """Pairs made from ``data`` into ``pairs`` (kept between runs, so --resume reuses them)."""
+    from mimocli.images import is_image_path
+    from mimocli.synth import AverageOptions, ShakeOptions, synth_from_stills, synth_from_video
+
     with fail_on_error():
         try:
             if data.is_file() and not is_image_path(data):

@@ -13,7 +13,7 @@ from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedC
 from rich.text import Text
 
 from mimocli.errors import MimoError
-from mimocli.video import DEFAULT_CHECKPOINT, VideoOptions, WorkDir, deblur_video
+from mimocli.settings import DEFAULT_CHECKPOINT
 
 from . import app, err, options, out, progress_bar, report, warnings_to_stderr
 from .deblur import make_deblurrer, parse_tile
@@ -121,6 +121,8 @@ def video(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or warnings."),
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
+    from mimocli.video import VideoOptions, WorkDir, deblur_video  # PyAV and torch: when it runs
+
     tile_value = parse_tile(tile)
     video_options = VideoOptions(
         codec=codec,

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.progress import DownloadColumn, TransferSpeedColumn
 from rich.table import Table
 
-from mimocli import weights as w
 from mimocli.errors import MimoError
 from mimocli.registry import get_variant
 
@@ -42,6 +41,8 @@ def list_weights(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show the registered weights, whether each is cached (or bundled in the package), its size and source."""
+    from mimocli import weights as w  # torch: imported when the command runs
+
     with fail_on_error():
         rows = w.cache_listing(cache_dir)
     if as_json:
@@ -71,6 +72,8 @@ def download(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download a variant's weights into the cache (needs the network once); all: every registered file."""
+    from mimocli import weights as w  # torch: imported when the command runs
+
     with fail_on_error():
         if variant.strip().lower() == "all":
             keys = [k for k, e in w.load_registry().items() if e.bundled is None]
@@ -100,6 +103,8 @@ def import_(
     cache_dir: Path | None = CacheDir,
 ) -> None:
     """Detect the variant of a checkpoint, convert it to safetensors and cache it."""
+    from mimocli import weights as w  # torch: imported when the command runs
+
     with fail_on_error():
         path, variant = w.import_weights(file, as_variant, cache_dir)
     where = (
