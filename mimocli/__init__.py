@@ -19,6 +19,7 @@ from .errors import (
 from .registry import VARIANTS, Variant, detect_variant, get_variant
 
 if TYPE_CHECKING:
+    from .api import deblur
     from .arch import MIMOUNet
     from .engine import Deblurrer, DeblurResult, resolve_device, resolve_precision
     from .images import ImageFile, read_image, write_image
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 # The rest of the API is imported on first use, so that `import mimocli` (and `mimo --help`)
 # does not pay for torch, PyAV and OpenCV.
 _LAZY = {
+    "deblur": "api",
     "MIMOUNet": "arch",
     "Deblurrer": "engine",
     "DeblurResult": "engine",
@@ -92,6 +94,7 @@ __all__ = [
     "VideoSummary",
     "WeightsError",
     "__version__",
+    "deblur",
     "deblur_video",
     "detect_variant",
     "download_weights",

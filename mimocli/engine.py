@@ -549,6 +549,8 @@ def _max_value(dtype: np.dtype) -> float:
 def to_tensor(color: np.ndarray) -> torch.Tensor:
     """(H,W,C) uint8/uint16/float -> (1,C,H,W) float32 in [0,1]."""
     scale = _max_value(color.dtype)
+    if not color.flags.writeable:
+        color = color.copy()  # torch warns on read-only memory (and would share it)
     t = torch.from_numpy(np.ascontiguousarray(color)).float()
     return (t / scale).permute(2, 0, 1).unsqueeze(0)
 

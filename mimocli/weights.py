@@ -628,7 +628,7 @@ def fallback_entry() -> WeightsEntry | None:
 
 def load_weights(
     variant: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     weights: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     on_progress: ByteProgress | None = None,
@@ -669,12 +669,12 @@ def load_weights(
 
 def load_model(
     variant: str = "mimo-unet-plus",
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     weights: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     on_progress: ByteProgress | None = None,
 ) -> MIMOUNet:
-    """A MIMO-UNet in eval mode with pretrained weights, on ``device``.
+    """A MIMO-UNet in eval mode with pretrained weights, on ``device`` ("auto": CUDA, else MPS, else CPU).
 
     ``weights``: a local .safetensors/.pkl/.pth or hf://owner/repo/file[@rev]; default: the
     variant's registered weights, downloaded once into the cache (or shipped in the package, for
