@@ -55,7 +55,7 @@ def test_tensor_in_tensor_out(tiny_weights):
     x = torch.rand(3, 24, 28)
     y = mimocli.deblur(x, weights=tiny_weights, device="cpu")
     assert isinstance(y, torch.Tensor) and y.shape == x.shape and y.dtype == x.dtype
-    assert 0 <= float(y.min()) and float(y.max()) <= 1
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
     batch = torch.rand(2, 1, 24, 28, dtype=torch.float64)
     z = mimocli.deblur(batch, weights=tiny_weights, device="cpu")
     assert z.shape == batch.shape and z.dtype == torch.float64
