@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -364,3 +365,32 @@ def test_shell_completion_completes_commands_and_options():
     assert set(done.stdout.split()) == {"--compile", "--codec"}
     done = subprocess.run([mimo, "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
     assert "_mimo_completion" in done.stdout
+
+
+def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
+    """Under nohup, docker or CI a bar cannot be drawn; a long run must still say how far it is."""
+    from .clips import make_clip, small_weights
+
+    clip = make_clip(tmp_path / "in.mp4", frames=24, size=(192, 144), audio=None)
+    weights = small_weights(tmp_path / "w.safetensors", width=32)
+    env = {**os.environ, "MIMO_PROGRESS_SECONDS": "0.1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "video", clip, tmp_path / "out.mp4", "-w", weights, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("in.mp4: ")]
+    assert lines, done.stderr
+    assert re.fullmatch(r"in\.mp4: \d+/24(, [\d.]+/s)?(, \d+:\d\d left)?", lines[-1]), lines
+    assert len(set(lines)) == len(lines)  # a line only when something moved
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "video", clip, tmp_path / "o2.mp4", "-w", weights, "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stderr == ""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -51,15 +54,63 @@ def report(error: MimoError | str, quiet: bool = False) -> None:
     err.print(line, highlight=False, soft_wrap=True)
 
 
+PROGRESS_ENV = "MIMO_PROGRESS_SECONDS"  # seconds between plain progress lines off a terminal
+PROGRESS_SECONDS = 30.0
+
+
+class PlainProgress(Progress):
+    """Off a terminal (nohup, docker, CI logs) a bar cannot be drawn: print one plain line per
+    task now and then instead (done/total, rate, time left), so a long run is never silent."""
+
+    def __init__(self, *args: Any, interval: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._report, name="mimo-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _report(self) -> None:
+        said: dict[int, float] = {}
+        while not self._stop.wait(self.interval):
+            for task in self.tasks:
+                moved = task.completed != said.get(task.id)
+                if task.visible and not task.finished and task.completed and moved:
+                    said[task.id] = task.completed
+                    err.print(plain_status(task), markup=False, highlight=False)
+
+
+def plain_status(task: Any) -> str:
+    """'name: 240/1000, 1.25/s, 10:08 left' for a rich Task."""
+    name = Text.from_markup(str(task.description)).plain
+    done = f"{task.completed:g}" + (f"/{task.total:g}" if task.total else "")
+    rate = f", {task.speed:.3g}/s" if task.speed else ""
+    left = ""
+    if task.time_remaining is not None:
+        m, sec = divmod(int(task.time_remaining), 60)
+        left = f", {m // 60}:{m % 60:02d}:{sec:02d} left" if m >= 60 else f", {m}:{sec:02d} left"
+    return f"{name}: {done}{rate}{left}"
+
+
 def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progress:
-    """A transient bar on stderr, only on a terminal and never with --quiet."""
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        *columns,
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
+    """A transient bar on stderr on a terminal; off one, a plain line every MIMO_PROGRESS_SECONDS
+    (30); nothing with --quiet."""
+    kwargs: dict[str, Any] = {"console": err, "transient": True}
+    if quiet or err.is_terminal:
+        return Progress("[progress.description]{task.description}", BarColumn(), *columns, disable=quiet, **kwargs)
+    try:
+        interval = float(os.environ.get(PROGRESS_ENV) or PROGRESS_SECONDS)
+    except ValueError:
+        interval = PROGRESS_SECONDS
+    return PlainProgress(
+        "[progress.description]{task.description}", *columns, disable=True, interval=max(interval, 0.1), **kwargs
     )
 
 
