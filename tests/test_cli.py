@@ -394,3 +394,34 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_env_says_what_a_bug_report_needs(tmp_path):
+    import av
+    import torch
+
+    import mimocli
+
+    r = run("env", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["mimocli"] == mimocli.__version__ and info["torch"]["version"] == torch.__version__
+    assert info["pyav"] == av.__version__ and info["encoders"]["libx264"] is True
+    assert isinstance(info["torch"]["cpu_native_bf16"], bool) and info["cpu_count"] >= 1
+    assert any(w["name"] == "mimo-unet-lite" and len(w["sha256"]) == 64 for w in info["weights"])
+    text = run("env").stdout
+    assert f"torch {torch.__version__}" in text and "weights cache: " in text and "mimo-unet-lite" in text
+
+
+def test_verbose_says_device_precision_tile_and_weights(pics, tiny_weights):
+    import hashlib
+
+    r = run(
+        "deblur", pics / "a.png", "-w", tiny_weights, "-v", "--tile", "32", "--device", "cpu", "--precision", "fp32"
+    )
+    assert r.exit_code == 0, r.output
+    sha = hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert f"weights: {tiny_weights}, sha256 {sha}, MIMO-UNet with 1 blocks of 32 channels" in r.stderr
+    assert "device: cpu, precision: fp32" in r.stderr and "tile: 32 px" in r.stderr
+    assert re.search(r"a\.png: 52x40, \d+ tiles of 32 px, [\d.]+ s", r.stderr)
+    assert "device:" not in run("deblur", pics / "b.jpg", "-w", tiny_weights).stderr

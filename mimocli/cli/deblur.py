@@ -49,6 +49,7 @@ def make_deblurrer(
     compile: bool | str = False,
     threads: int = 0,
     reuse_memory: bool = True,
+    verbose: bool = False,
 ) -> tuple[Deblurrer, LoadedWeights]:
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1. Without
     --variant and --weights, the default variant or, where it cannot be had, the bundled model
@@ -75,7 +76,22 @@ def make_deblurrer(
         d = Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
     if d.device.type == "cpu" and reuse_memory:
         reuse_freed_memory()
+    if verbose:
+        tile_text = "auto (fits free memory)" if d.tile is None else f"{d.tile} px" if d.tile else "none (whole images)"
+        name = "" if loaded.name == str(loaded.path) else f"{loaded.name}, "
+        shape = f"{loaded.model.num_res} blocks of {loaded.model.base_channel} channels"
+        say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, MIMO-UNet with {shape}")
+        say(
+            f"device: {d.device}, precision: {d.settings['precision']}, channels-last: "
+            f"{'on' if d.channels_last else 'off'}, compile: {d.compile}, threads: {torch.get_num_threads()}, "
+            f"tile: {tile_text}, overlap {d.tile_overlap} px{', ensemble of 8' if d.ensemble else ''}"
+        )
     return d, loaded
+
+
+def say(text: str) -> None:
+    """A verbose line on stderr, verbatim."""
+    err.print(text, markup=False, highlight=False)
 
 
 @app.command()
@@ -111,6 +127,7 @@ def deblur(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON record per output on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, summary or warnings."),
+    verbose: bool = options.VERBOSE,
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
     from mimocli.images import read_image, side_by_side, write_image
@@ -166,6 +183,7 @@ def deblur(
                             bool(compile),
                             threads,
                             reuse_memory,
+                            verbose,
                         )
                         used = loaded.to_dict()
 
@@ -185,6 +203,10 @@ def deblur(
                         write_image(job.compare, both, image.exif, image.icc, quality)
                     for t in targets(job, save_scales, compare):
                         remove_stale_parts(t)  # left by a run that was killed while writing it
+                    if verbose:
+                        h, w = result.image.shape[:2]
+                        tiles = f"{result.tiles} tiles of {result.tile_size} px" if result.tiles > 1 else "whole"
+                        say(f"{job.input}: {w}x{h}, {tiles}, {time.perf_counter() - t0:.2f} s")
                     counts["ok"] += 1
                     h, w = result.image.shape[:2]
                     _emit(

@@ -80,3 +80,8 @@ def compile_option(default_help: str) -> bool | None:
         help=f"torch.compile the network: pays over many frames of one size. Default: {default_help}.",
         show_default=False,
     )
+
+
+VERBOSE = typer.Option(
+    False, "--verbose", "-v", help="Say the device, precision, tile size and weights used (file and sha256)."
+)

@@ -16,7 +16,7 @@ from mimocli.errors import MimoError
 from mimocli.settings import DEFAULT_CHECKPOINT
 
 from . import app, err, options, out, progress_bar, report, warnings_to_stderr
-from .deblur import make_deblurrer, parse_tile
+from .deblur import make_deblurrer, parse_tile, say
 
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
 
@@ -119,6 +119,7 @@ def video(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or warnings."),
+    verbose: bool = options.VERBOSE,
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
     from mimocli.video import VideoOptions, WorkDir, deblur_video  # PyAV and torch: when it runs
@@ -157,6 +158,7 @@ def video(
         "auto" if compile is None else compile,
         threads,
         reuse_memory,
+        verbose,
     )
     with warnings_to_stderr(quiet):
         first: list[int] = []
@@ -182,6 +184,9 @@ def video(
             kept = f"; the finished part is kept in {work.path}: run again with --resume" if work.exists() else ""
             err.print(Text.assemble(("Interrupted", "bold red"), f": {output} was not written{kept}"))
             raise typer.Exit(130) from None
+    if verbose:
+        tile = f"{deblurrer.tile} px tiles" if deblurrer.tile else "whole frames"
+        say(f"{summary.codec} {summary.pix_fmt}, {summary.width}x{summary.height}, {tile}")
     if as_json:
         out.print(json.dumps({**summary.to_dict(), "weights": loaded.to_dict()}), markup=False, highlight=False)
     else:
