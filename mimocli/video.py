@@ -935,23 +935,7 @@ def deblur_video(
     nothing under the output name; the finished segments stay for ``resume``.
     """
     src_path, out_path = Path(input), Path(output)
-    if options.batch < 1:
-        raise VideoError(f"batch must be at least 1, not {options.batch}", "use --batch 1 or more")
-    if options.checkpoint < 1:
-        raise VideoError(f"checkpoint must be at least 1 frame, not {options.checkpoint}", "use e.g. 120")
-    if options.start is not None and options.end is not None and options.end <= options.start:
-        raise VideoError(f"--end {options.end} is not after --start {options.start}", "pick a later --end")
-    if out_path.resolve() == src_path.resolve():
-        raise OutputError(f"{out_path}: is the input; refusing to write over it", "choose another output name")
-    if not options.frames and out_path.suffix.lower() not in FORMATS:
-        raise VideoError(
-            f"{out_path}: cannot tell the container from the extension",
-            f"use one of {', '.join(FORMATS)}, or --frames for a folder of PNG frames",
-        )
-    if not out_path.parent.is_dir():
-        raise OutputError(f"{out_path}: the folder {out_path.parent} does not exist", "create it first")
-    if out_path.is_dir() and not options.frames:
-        raise OutputError(f"{out_path}: is a folder", "name a video file, or pass --frames to write PNG frames into it")
+    _check_request(src_path, out_path, options)
 
     started = time.perf_counter()
     source = open_source(src_path, options)
@@ -977,6 +961,69 @@ def deblur_video(
     summary.seconds = time.perf_counter() - started
     summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
     return summary
+
+
+def _check_request(src_path: Path, out_path: Path, options: VideoOptions) -> None:
+    """What can be refused before any file is opened. Raises VideoError or OutputError."""
+    if options.batch < 1:
+        raise VideoError(f"batch must be at least 1, not {options.batch}", "use --batch 1 or more")
+    if options.checkpoint < 1:
+        raise VideoError(f"checkpoint must be at least 1 frame, not {options.checkpoint}", "use e.g. 120")
+    if options.start is not None and options.end is not None and options.end <= options.start:
+        raise VideoError(f"--end {options.end} is not after --start {options.start}", "pick a later --end")
+    if out_path.resolve() == src_path.resolve():
+        raise OutputError(f"{out_path}: is the input; refusing to write over it", "choose another output name")
+    if not options.frames and out_path.suffix.lower() not in FORMATS:
+        raise VideoError(
+            f"{out_path}: cannot tell the container from the extension",
+            f"use one of {', '.join(FORMATS)}, or --frames for a folder of PNG frames",
+        )
+    if not out_path.parent.is_dir():
+        raise OutputError(f"{out_path}: the folder {out_path.parent} does not exist", "create it first")
+    if out_path.is_dir() and not options.frames:
+        raise OutputError(f"{out_path}: is a folder", "name a video file, or pass --frames to write PNG frames into it")
+
+
+def plan_video(
+    input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions = VideoOptions()  # noqa: B008
+) -> dict[str, Any]:
+    """What ``deblur_video`` would read and write, with the same refusals, but no model, no
+    decoding and no file written (--dry-run). Raises VideoError or OutputError as it would."""
+    src_path, out_path = Path(input), Path(output)
+    _check_request(src_path, out_path, options)
+    source = open_source(src_path, options)
+    try:
+        plan: dict[str, Any] = {
+            "input": str(src_path),
+            "size": f"{source.width}x{source.height}",
+            "frames": source.total,
+            "fps": float(source.rate),
+            "pix_fmt": source.pix_fmt,
+            "output": str(out_path),
+        }
+        if options.frames:
+            plan["writes"] = "PNG frames"
+            return plan
+        outputs = [out_path] + ([scale_path(out_path, s, False) for s in SCALE_NAMES] if options.save_scales else [])
+        for p in outputs:
+            if p.exists() and not options.overwrite:
+                raise OutputError(f"{p}: already exists", "pass --overwrite to replace it")
+        codec = resolve_codec(options.codec, out_path)
+        pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep, str(src_path))
+        encoder_options(codec, options.crf, options.preset)
+        work = WorkDir(out_path)
+        plan.update(
+            codec=codec,
+            out_pix_fmt=pix_fmt,
+            outputs=[str(p) for p in outputs],
+            resumes_from=work.frames_done() if options.resume and work.exists() else 0,
+            warning=note,
+        )
+        if isinstance(source, VideoSource):
+            plan["streams_copied"] = sum(1 for s in source.container.streams if s.index != source.stream.index)
+        return plan
+    finally:
+        source.close()
 
 
 MANIFEST_VERSION = 3  # 2: channels_last and compile joined the settings; 3: aspect ratio and colour tags

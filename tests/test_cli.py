@@ -425,3 +425,33 @@ def test_verbose_says_device_precision_tile_and_weights(pics, tiny_weights):
     assert "device: cpu, precision: fp32" in r.stderr and "tile: 32 px" in r.stderr
     assert re.search(r"a\.png: 52x40, \d+ tiles of 32 px, [\d.]+ s", r.stderr)
     assert "device:" not in run("deblur", pics / "b.jpg", "-w", tiny_weights).stderr
+
+
+def test_dry_run_says_what_would_happen_and_touches_nothing(pics, tmp_path):
+    write_image(pics / "a_deblurred.png", photo(8, 8))  # exists: skipped with --skip-existing
+    before = sorted(p.name for p in pics.rglob("*"))
+    missing_weights = tmp_path / "none.safetensors"  # never loaded by a dry run
+    r = run("deblur", pics, tmp_path / "nope.png", "--dry-run", "--skip-existing", "-w", missing_weights)
+    assert r.exit_code == 1  # something would fail
+    assert f"{pics / 'b.jpg'} -> {pics / 'b_deblurred.jpg'}" in r.stdout
+    assert f"{pics / 'a.png'} skipped: {pics / 'a_deblurred.png'} exists" in r.stdout
+    assert "nope.png: no such file" in r.stderr
+    r = run("deblur", pics / "b.jpg", "--dry-run", "--json", "--save-scales", "-w", missing_weights)
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.stdout)
+    assert record["status"] == "would-write" and len(record["writes"]) == 3
+    assert sorted(p.name for p in pics.rglob("*")) == before
+
+
+def test_video_dry_run(tmp_path):
+    from .clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", frames=6, audio="aac")
+    r = run("video", clip, tmp_path / "out.mkv", "--dry-run", "--save-scales", "-w", tmp_path / "none.safetensors")
+    assert r.exit_code == 0, r.output
+    assert f"{clip}: 64x48 yuv420p, 6 frames at 24.000 fps -> {tmp_path / 'out.mkv'}: libx264 yuv420p" in r.stdout
+    assert "and " + str(tmp_path / "out_x0.5.mkv") in r.stdout and "1 other stream(s) copied" in r.stdout
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    r = run("video", clip, tmp_path / "taken.mp4", "--dry-run")
+    assert r.exit_code == 1 and "already exists" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "taken.mp4"]

@@ -128,6 +128,9 @@ def deblur(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON record per output on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, summary or warnings."),
     verbose: bool = options.VERBOSE,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be read, written and skipped (and what would fail), then exit."
+    ),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
     from mimocli.images import read_image, side_by_side, write_image
@@ -149,6 +152,9 @@ def deblur(
                 "deblur them in separate runs, each with its own -o folder",
             )
     sources = {j.input.resolve() for j in jobs}
+    if dry_run:
+        _dry_run(jobs, sources, overwrite, skip_existing, save_scales, compare, as_json)
+        return
 
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
@@ -249,6 +255,39 @@ def deblur(
             f"Deblurred {counts['ok']} of {len(jobs)} file(s) in {seconds:.1f} s" + (f" ({extra})" if extra else "")
         )
     if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _dry_run(
+    jobs: list[Job],
+    sources: set[Path],
+    overwrite: bool,
+    skip_existing: bool,
+    scales: bool,
+    compare: bool,
+    as_json: bool,
+) -> None:
+    """One line per input: what it would be written to, or why it would be skipped or fail. No
+    model is loaded and no image decoded; exit 1 when something would fail."""
+    failed = 0
+    for job in jobs:
+        written = [str(t) for t in targets(job, scales, compare)]
+        try:
+            status = "skip" if _check(job, sources, overwrite, skip_existing, compare) == "skip" else "write"
+            reason = "exists" if status == "skip" else ""
+        except (ImageError, OutputError) as e:
+            status, reason = "fail", str(e)
+            failed += 1
+        if as_json:
+            record = {"input": str(job.input), "output": str(job.output), "status": f"would-{status}"}
+            out.print(json.dumps({**record, "writes": written if status == "write" else [], "reason": reason}))
+        elif status == "write":
+            out.print(f"{job.input} -> {', '.join(written)}")
+        elif status == "skip":
+            out.print(f"{job.input} skipped: {job.output} exists")
+        else:
+            report(reason)
+    if failed:
         raise typer.Exit(1)
 
 

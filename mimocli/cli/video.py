@@ -120,6 +120,9 @@ def video(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or warnings."),
     verbose: bool = options.VERBOSE,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be read and written (codec, pixel format, outputs), then exit."
+    ),
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
     from mimocli.video import VideoOptions, WorkDir, deblur_video  # PyAV and torch: when it runs
@@ -144,6 +147,31 @@ def video(
     )
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
+    if dry_run:
+        from mimocli.video import plan_video
+
+        try:
+            with warnings_to_stderr(quiet):
+                plan = plan_video(input, output, video_options)
+        except MimoError as e:
+            report(e)
+            raise typer.Exit(1) from None
+        if as_json:
+            out.print(json.dumps(plan), markup=False, highlight=False)
+            return
+        count = f"{plan['frames']} frames" if plan["frames"] else "frames"
+        what = f"{plan['codec']} {plan['out_pix_fmt']}" if "codec" in plan else plan["writes"]
+        out.print(
+            f"{input}: {plan['size']} {plan['pix_fmt']}, {count} at {plan['fps']:.3f} fps -> {output}: {what}",
+            markup=False,
+        )
+        for extra in plan.get("outputs", [])[1:]:
+            out.print(f"  and {extra}", markup=False)
+        if plan.get("streams_copied"):
+            out.print(f"  {plan['streams_copied']} other stream(s) copied", markup=False)
+        if plan.get("resumes_from"):
+            out.print(f"  resumes after {plan['resumes_from']} finished frame(s)", markup=False)
+        return
     deblurrer, loaded = make_deblurrer(
         variant,
         weights,
