@@ -17,11 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .atomic import write_bytes_atomic
 from .errors import ImageError, OutputError
-from .settings import DEFAULT_MAX_PIXELS, FORMATS
+from .settings import DEFAULT_MAX_PIXELS, FORMATS, READABLE
 
 EXIF_ORIENTATION = 0x0112
 # TIFF tags that describe how the pixels are stored. A TIFF's first IFD is both its EXIF and its
@@ -35,7 +35,7 @@ STORAGE_TAGS = frozenset(
 )
 
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
-LOSSY_FORMATS = ("JPEG", "WEBP")
+LOSSY_FORMATS = ("JPEG", "WEBP", "AVIF")
 
 
 @dataclass
@@ -46,10 +46,22 @@ class ImageFile:
     format: str
     exif: bytes | None = None  # raw EXIF, orientation reset to 1 since pixels are upright
     icc: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    xmp: bytes | None = None  # Adobe XMP packet (ratings, keywords, edits)
 
 
 def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in FORMATS
+    """A file mimocli reads as an image, by its extension."""
+    return path.suffix.lower() in READABLE
+
+
+def _heif() -> None:
+    """HEIC/HEIF (phone photos) through the optional pillow-heif, when it is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
 
 
 def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFile:
@@ -62,11 +74,19 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageError(f"{p}: is a folder", "pass --recursive or a file")
     if p.stat().st_size == 0:
         raise ImageError(f"{p}: empty file")
+    if p.suffix.lower() in (".heic", ".heif"):
+        _heif()
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with a message that names the flag
     try:
         with Image.open(p) as im:
             w, h = im.size
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1 and im.format in ("GIF", "WEBP", "PNG", "AVIF"):
+                raise ImageError(
+                    f"{p}: an animation of {frames} frames, not a photo",
+                    f"deblur it as a video: mimo video {p} {p.stem}_deblurred.webm",
+                )
             if max_pixels and w * h > max_pixels:
                 raise ImageError(
                     f"{p}: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,} "
@@ -83,6 +103,12 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 exif[EXIF_ORIENTATION] = 1
                 raw_exif = exif.tobytes()
             icc = im.info.get("icc_profile") or None
+            if im.mode == "CMYK":
+                icc = None  # a CMYK profile does not describe the RGB pixels written out
+            dpi = _dpi(im.info.get("dpi"))
+            xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or None
+            if isinstance(xmp, str):
+                xmp = xmp.encode()
             if _is_16bit_color(p, im):
                 with Image.open(p) as check:  # Pillow finds truncation and bad CRCs quietly,
                     check.verify()  # where OpenCV would print libpng's complaints to stderr
@@ -96,7 +122,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         floats = _read_float_tiff(p)
         if floats is None:
             raise ImageError(f"{p}: not an image, or a format we cannot read") from e
-        pixels, fmt, raw_exif, icc, orientation = floats, "TIFF", None, None, 1
+        pixels, fmt, raw_exif, icc, orientation, dpi, xmp = floats, "TIFF", None, None, 1, None, None
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
         raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
     except Exception as e:  # a decoder bug on a malformed file is still one bad file
@@ -105,7 +131,13 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         Image.MAX_IMAGE_PIXELS = limit
     if pixels.size == 0:
         raise ImageError(f"{p}: image has no pixels")
-    return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc)
+    return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc, dpi, xmp)
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in value):
+        return float(value[0]), float(value[1])
+    return None
 
 
 def _is_16bit_color(path: Path, im: Image.Image) -> bool:
@@ -214,6 +246,8 @@ def encode_image(
     exif: bytes | None = None,
     icc: bytes | None = None,
     quality: int = 95,
+    dpi: tuple[float, float] | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """Encode an array from ``read_image``'s layout. 16 bits stay 16 in PNG/TIFF, else become 8.
 
@@ -238,6 +272,16 @@ def encode_image(
         options["exif"] = exif
     if icc and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         options["icc_profile"] = icc
+    if dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
+        options["dpi"] = dpi
+    if xmp and fmt in ("JPEG", "WEBP", "AVIF"):
+        options["xmp"] = xmp
+    elif xmp and fmt == "TIFF":  # tag 700, XMLPacket
+        options["tiffinfo"] = {700: xmp}
+    elif xmp and fmt == "PNG":  # PNG keeps XMP in an iTXt chunk of this name
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"), zip=False)
+        options["pnginfo"] = info
     if fmt in LOSSY_FORMATS:
         options["quality"] = quality
     if fmt == "JPEG":
@@ -282,13 +326,16 @@ def write_image(
     exif: bytes | None = None,
     icc: bytes | None = None,
     quality: int = 95,
+    dpi: tuple[float, float] | None = None,
+    xmp: bytes | None = None,
 ) -> Path:
-    """Encode ``pixels`` in the format of ``path``'s extension and write it atomically.
+    """Encode ``pixels`` in the format of ``path``'s extension and write it atomically, with the
+    EXIF, ICC profile, DPI and XMP given where the format holds them.
 
     Raises OutputError for an unknown extension or an unwritable folder.
     """
     p = Path(path)
-    return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality))
+    return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality, dpi, xmp))
 
 
 def side_by_side(

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import FORMATS
+from .settings import FORMATS, READ_ONLY, READABLE
 
 SUFFIX = "_deblurred"
 COMPARE_SUFFIX = "_compare"
@@ -25,6 +25,11 @@ class Job:
     compare: Path | None = None  # input and output side by side (--compare)
 
 
+def output_suffix(src: Path) -> str:
+    """The input's own extension, or .png for a type that is read but not written (GIF, HEIC...)."""
+    return ".png" if src.suffix.lower() in READ_ONLY else src.suffix
+
+
 def _is_ours(path: Path) -> bool:
     # A folder processed twice must not deblur its own earlier results again.
     stem = path.stem
@@ -37,7 +42,7 @@ def _is_ours(path: Path) -> bool:
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in FORMATS and not _is_ours(p))
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE and not _is_ours(p))
 
 
 def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
@@ -96,7 +101,7 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
             folder = src.parent
             if out_path is not None:
                 folder = out_path / src.parent.relative_to(root) if root is not None else out_path
-            dest = folder / f"{src.stem}{SUFFIX}{src.suffix}"
+            dest = folder / f"{src.stem}{SUFFIX}{output_suffix(src)}"
         scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in SCALE_NAMES.items()}
         stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
         jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))

@@ -16,4 +16,12 @@ FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".bmp": "BMP",
+    ".avif": "AVIF",
 }
+# Read (by Pillow; HEIC/HEIF with the optional pillow-heif) but not written: the result is a PNG,
+# which keeps 16 bits and alpha.
+READ_ONLY = frozenset(
+    (".gif", ".heic", ".heif", ".jp2", ".j2k", ".jpf", ".jpx", ".jfif", ".jpe", ".tga", ".qoi", ".ppm", ".pgm")
+    + (".pbm", ".pnm", ".pcx", ".sgi", ".dds", ".ico", ".psd")
+)
+READABLE = frozenset(FORMATS) | READ_ONLY

@@ -704,6 +704,8 @@ def choose_pix_fmt(
         return requested, ("the alpha channel (transparency) is dropped, as --pix-fmt asks" if dropped else None)
     if not supported or source in supported:
         return source, None
+    if alpha and codec in ("libvpx", "libvpx-vp9"):
+        return "yuva420p", None  # libvpx encodes alpha as a second 4:2:0 stream only
     if alpha and not any(_has_alpha(f) for f in supported):
         raise VideoError(
             f"{name} is transparent (an alpha channel), which {codec} cannot hold",
@@ -985,7 +987,9 @@ def _check_request(src_path: Path, out_path: Path, options: VideoOptions) -> Non
 
 
 def plan_video(
-    input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions = VideoOptions()  # noqa: B008
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: VideoOptions = VideoOptions(),  # noqa: B008
 ) -> dict[str, Any]:
     """What ``deblur_video`` would read and write, with the same refusals, but no model, no
     decoding and no file written (--dry-run). Raises VideoError or OutputError as it would."""

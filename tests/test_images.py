@@ -121,3 +121,66 @@ def test_side_by_side_keeps_layout_and_labels_both_halves():
         assert (both[40:, :80] == 0).all() and (both[40:, 84:] == 7).all()
     with pytest.raises(ValueError, match="cannot compare"):
         side_by_side(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8))
+
+
+def test_avif_read_and_written(tmp_path, tiny_weights):
+    from PIL import features
+
+    from .test_cli import run
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF")
+    Image.fromarray(photo(24, 28)).save(tmp_path / "p.avif", quality=95)
+    assert read_image(tmp_path / "p.avif").pixels.shape == (24, 28, 3)
+    r = run("deblur", tmp_path, "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "p_deblurred.avif") as im:
+        assert im.format == "AVIF" and im.size == (28, 24)
+
+
+def test_read_only_types_come_out_as_png_and_16_bits_stay(tmp_path, tiny_weights):
+    from .test_cli import run
+
+    Image.fromarray(photo(24, 28)).save(tmp_path / "p.gif")
+    Image.fromarray(photo(24, 28)).save(tmp_path / "q.tga")
+    r = run("deblur", tmp_path, "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    assert "p.gif: .gif cannot be written; writing PNG p_deblurred.png" in r.stderr
+    assert read_image(tmp_path / "p_deblurred.png").pixels.shape == (24, 28, 3)
+
+
+def test_animations_point_to_mimo_video(tmp_path):
+    frames = [Image.fromarray(photo(24, 28, seed=i)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError, match=r"an animation of 3 frames.*mimo video"):
+        read_image(tmp_path / "a.gif")
+
+
+def test_dpi_and_xmp_kept_cmyk_profile_dropped(tmp_path):
+    xmp = b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF/></x:xmpmeta>"
+    Image.fromarray(photo(24, 28)).save(tmp_path / "d.jpg", dpi=(300, 300), xmp=xmp)
+    got = read_image(tmp_path / "d.jpg")
+    assert got.dpi == (300, 300) and got.xmp == xmp
+    for name in ("o.jpg", "o.png", "o.tif"):
+        write_image(tmp_path / name, got.pixels, got.exif, got.icc, dpi=got.dpi, xmp=got.xmp)
+        with Image.open(tmp_path / name) as im:
+            assert tuple(round(v) for v in im.info["dpi"]) == (300, 300), name
+            # TIFF keeps XMP in tag 700, PNG in an iTXt chunk, JPEG in an APP1 segment
+            tiff = im.tag_v2.get(700) if name == "o.tif" else None
+            kept = tiff or im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+            assert kept and "adobe:ns:meta" in (kept.decode() if isinstance(kept, bytes) else kept), name
+    Image.fromarray(photo(24, 28)).convert("CMYK").save(tmp_path / "c.jpg", icc_profile=b"a CMYK profile")
+    assert read_image(tmp_path / "c.jpg").icc is None  # it would mislabel the RGB output
+
+
+def test_heic_phone_photos_through_the_heif_extra(tmp_path, tiny_weights):
+    pillow_heif = pytest.importorskip("pillow_heif")  # mimocli[heif]
+    from .test_cli import run
+
+    pillow_heif.register_heif_opener()
+    Image.fromarray(photo(32, 40)).save(tmp_path / "IMG_0001.heic", quality=95)
+    assert read_image(tmp_path / "IMG_0001.heic").pixels.shape == (32, 40, 3)
+    r = run("deblur", tmp_path, "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    assert "writing PNG IMG_0001_deblurred.png" in r.stderr
+    assert read_image(tmp_path / "IMG_0001_deblurred.png").pixels.shape == (32, 40, 3)

@@ -16,7 +16,7 @@ from mimocli.atomic import remove_stale_parts
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.settings import DEFAULT_MAX_PIXELS, FORMATS
+from mimocli.settings import DEFAULT_MAX_PIXELS, FORMATS, READ_ONLY, READABLE
 
 if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
     from mimocli.engine import Deblurrer
@@ -174,6 +174,13 @@ def deblur(
                         _emit(as_json, job, "skipped", None)
                         continue
                     image = read_image(job.input, max_pixels)
+                    if job.input.suffix.lower() in READ_ONLY and job.output.suffix == ".png":
+                        bits = "16-bit " if image.pixels.dtype.itemsize == 2 else ""
+                        warnings.warn(
+                            f"{job.input}: {job.input.suffix} cannot be written; writing {bits}PNG {job.output.name}",
+                            UserWarning,
+                            stacklevel=1,
+                        )
                     if deblurrer is None:
                         deblurrer, loaded = make_deblurrer(
                             variant,
@@ -199,10 +206,10 @@ def deblur(
                     t0 = time.perf_counter()
                     result = deblurrer(image.pixels, on_tiles)
                     job.output.parent.mkdir(parents=True, exist_ok=True)
-                    write_image(job.output, result.image, image.exif, image.icc, quality)
+                    write_image(job.output, result.image, image.exif, image.icc, quality, image.dpi, image.xmp)
                     if save_scales:
                         for s, path in job.scales.items():
-                            write_image(path, result.scales[s], image.exif, image.icc)
+                            write_image(path, result.scales[s], image.exif, image.icc, dpi=image.dpi, xmp=image.xmp)
                     if compare and job.compare is not None:
                         name = used.get("variant", "")
                         both = side_by_side(image.pixels, result.image, ("blurry input", f"deblurred ({name})"))
@@ -299,7 +306,9 @@ def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool, c
 
     if job.output.suffix.lower() not in FORMATS and job.output.suffix.lower() == job.input.suffix.lower():
         kind = job.input.suffix or "a file without an extension"
-        raise ImageError(f"{job.input}: {kind} is not an image type mimo writes", f"use one of {', '.join(FORMATS)}")
+        raise ImageError(
+            f"{job.input}: {kind} is not an image type mimo reads", f"use one of {', '.join(sorted(READABLE))}"
+        )
     format_for(job.output)  # an output of a type we cannot write fails this file, not the batch
     extra = [job.compare] if compare and job.compare is not None else []
     for t in targets(job, True, compare):
