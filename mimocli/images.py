@@ -113,6 +113,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 with Image.open(p) as check:  # Pillow finds truncation and bad CRCs quietly,
                     check.verify()  # where OpenCV would print libpng's complaints to stderr
                 pixels = _read_cv2(p)
+                if im.format == "PNG" and _png_colour_type(p) == 4:  # gray+alpha, which readers widen to RGBA
+                    pixels = np.ascontiguousarray(pixels[:, :, [0, 3]])
             else:
                 pixels = _pixels_from_pillow(im, p)
     except ImageError:
@@ -151,6 +153,12 @@ def _is_16bit_color(path: Path, im: Image.Image) -> bool:
         bits = im.tag_v2.get(258)  # type: ignore[attr-defined]  # BitsPerSample
         return bool(bits) and 16 in (bits if isinstance(bits, tuple) else (bits,))
     return False
+
+
+def _png_colour_type(path: Path) -> int:
+    with open(path, "rb") as f:
+        header = f.read(26)
+    return header[25] if len(header) == 26 else -1
 
 
 def _read_float_tiff(path: Path) -> np.ndarray | None:
@@ -262,6 +270,10 @@ def encode_image(
         arr = arr[:, :, :-1]
         if arr.shape[2] == 1:
             arr = arr[:, :, 0]
+    if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] == 2 and fmt == "PNG":
+        return _png_add_chunks(_encode_png_gray_alpha16(arr), exif, icc)
+    if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] == 2:  # TIFF: no 16-bit gray+alpha writer
+        arr = arr[:, :, [0, 0, 0, 1]]
     if arr.dtype == np.uint16 and (arr.ndim == 3 and arr.shape[2] != 1):
         return _encode_cv2_16(arr, fmt, exif, icc)
     if arr.dtype == np.uint16 and arr.ndim == 3:  # 16-bit grayscale goes through Pillow's I;16
@@ -302,6 +314,23 @@ def _encode_cv2_16(arr: np.ndarray, fmt: str, exif: bytes | None, icc: bytes | N
     if fmt == "PNG":
         data = _png_add_chunks(data, exif, icc)
     return data
+
+
+def _encode_png_gray_alpha16(arr: np.ndarray) -> bytes:
+    """(H,W,2) uint16 -> a 16-bit gray+alpha PNG (colour type 4), which neither Pillow nor OpenCV
+    writes. Each row is filtered with Up (PNG filter 2), which suits photos well enough."""
+    h, w = arr.shape[:2]
+    rows = np.ascontiguousarray(arr.astype(">u2")).view(np.uint8).reshape(h, w * 4)  # 2 samples of 2 bytes
+    up = rows.copy()
+    up[1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256, as the filter defines
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
+    header = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -184,3 +184,19 @@ def test_heic_phone_photos_through_the_heif_extra(tmp_path, tiny_weights):
     assert r.exit_code == 0, r.output
     assert "writing PNG IMG_0001_deblurred.png" in r.stderr
     assert read_image(tmp_path / "IMG_0001_deblurred.png").pixels.shape == (32, 40, 3)
+
+
+def test_16_bit_gray_alpha_png_stays_16_bit_gray_alpha(tmp_path, tiny_weights):
+    from .test_cli import run
+
+    rng = np.random.default_rng(0)
+    la = rng.integers(0, 65536, (17, 23, 2), dtype=np.uint16)
+    write_image(tmp_path / "la.png", la)
+    with open(tmp_path / "la.png", "rb") as f:
+        header = f.read(26)
+    assert (header[24], header[25]) == (16, 4)  # 16-bit, gray+alpha: the file is what it claims
+    assert np.array_equal(read_image(tmp_path / "la.png").pixels, la)
+    r = run("deblur", tmp_path / "la.png", "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    out = read_image(tmp_path / "la_deblurred.png").pixels
+    assert out.shape == (17, 23, 2) and out.dtype == np.uint16 and np.array_equal(out[..., 1], la[..., 1])
