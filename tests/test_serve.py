@@ -1,0 +1,99 @@
+"""`mimo serve` in a real browser: headless Chromium (Debian's) driven by Playwright loads the page,
+uploads a photo, waits for the result, downloads it and takes a screenshot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mimocli.images import read_image, write_image
+
+from .conftest import photo
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[str], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {seconds} s")
+
+
+def test_without_gradio_the_command_says_which_extra(tmp_path, tiny_weights):
+    blocker = tmp_path / "block" / "gradio"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('no gradio here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "block")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 1 and 'pip install "mimocli[serve]"' in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+def test_page_in_a_real_browser(tmp_path, tiny_weights):
+    pytest.importorskip("gradio")
+    playwright = pytest.importorskip("playwright.sync_api")
+    src = write_image(tmp_path / "street.jpg", photo(96, 128))
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "--device", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait(url, proc)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(url, wait_until="networkidle")
+            assert page.title() == "mimo: deblur photos"
+            page.locator("#photo input[type=file]").set_input_files(str(src))
+            page.locator("#photo img").first.wait_for(timeout=30_000)
+            page.locator("#deblur").click()
+            link = page.locator("#download a").first
+            link.wait_for(timeout=120_000)
+            href = link.get_attribute("href")
+            assert href and href.endswith("street_deblurred.jpg")
+            shot = tmp_path / "page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        result = tmp_path / "result.jpg"
+        with urllib.request.urlopen(href if href.startswith("http") else url + href.lstrip("/")) as r:
+            result.write_bytes(r.read())
+        assert read_image(result).pixels.shape == (96, 128, 3)
+        pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+        assert pixels.std() > 10  # not a blank page
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_the_page_starts_on_the_variant_asked_for_by_alias():
+    pytest.importorskip("gradio")
+    from mimocli.serve import build_app
+
+    app = build_app("lite")
+    dropdowns = [b for b in app.blocks.values() if type(b).__name__ == "Dropdown"]
+    assert [d.value for d in dropdowns] == ["mimo-unet-lite"]
