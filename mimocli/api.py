@@ -13,7 +13,7 @@ import torch
 
 from .engine import Deblurrer
 from .errors import OutputError
-from .images import format_for, read_image, write_image
+from .images import format_for, read_image, write_like
 from .paths import SUFFIX
 from .weights import load_weights
 
@@ -91,7 +91,7 @@ def _deblur_file(d: Deblurrer, src: Path, output: str | os.PathLike[str] | None,
     if dest.exists() and not overwrite:
         raise OutputError(f"{dest}: already exists", "pass overwrite=True to replace it")
     got = read_image(src)
-    return write_image(dest, d(got.pixels).image, got.exif, got.icc)
+    return write_like(dest, d(got.pixels).image, got)
 
 
 def _deblur_array(d: Deblurrer, image: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ class ImageFile:
     icc: bytes | None = None
     dpi: tuple[float, float] | None = None
     xmp: bytes | None = None  # Adobe XMP packet (ratings, keywords, edits)
+    srgb: int | None = None  # a PNG's sRGB chunk: its rendering intent
 
 
 def is_image_path(path: Path) -> bool:
@@ -106,6 +107,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
             if im.mode == "CMYK":
                 icc = None  # a CMYK profile does not describe the RGB pixels written out
             dpi = _dpi(im.info.get("dpi"))
+            srgb = im.info.get("srgb") if isinstance(im.info.get("srgb"), int) else None
             xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or None
             if isinstance(xmp, str):
                 xmp = xmp.encode()
@@ -124,7 +126,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         floats = _read_float_tiff(p)
         if floats is None:
             raise ImageError(f"{p}: not an image, or a format we cannot read") from e
-        pixels, fmt, raw_exif, icc, orientation, dpi, xmp = floats, "TIFF", None, None, 1, None, None
+        pixels, fmt, raw_exif, icc, orientation, dpi, xmp, srgb = floats, "TIFF", None, None, 1, None, None, None
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
         raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
     except Exception as e:  # a decoder bug on a malformed file is still one bad file
@@ -133,7 +135,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         Image.MAX_IMAGE_PIXELS = limit
     if pixels.size == 0:
         raise ImageError(f"{p}: image has no pixels")
-    return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc, dpi, xmp)
+    return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc, dpi, xmp, srgb)
 
 
 def _dpi(value: object) -> tuple[float, float] | None:
@@ -365,6 +367,17 @@ def write_image(
     """
     p = Path(path)
     return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality, dpi, xmp))
+
+
+def write_like(path: str | os.PathLike[str], pixels: np.ndarray, source: ImageFile, quality: int = 95) -> Path:
+    """``write_image`` with everything ``source`` carried that the output format holds: EXIF,
+    ICC profile, DPI, XMP and a PNG's sRGB chunk."""
+    p = Path(path)
+    data = encode_image(pixels, format_for(p), source.exif, source.icc, quality, source.dpi, source.xmp)
+    if source.srgb is not None and not source.icc and format_for(p) == "PNG" and b"sRGB" not in data[:4096]:
+        ihdr_end = 8 + 8 + 13 + 4  # sRGB must come before the image data, and not beside an ICC profile
+        data = data[:ihdr_end] + _png_chunk(b"sRGB", bytes([source.srgb & 3])) + data[ihdr_end:]
+    return write_bytes_atomic(p, data)
 
 
 def side_by_side(

@@ -24,7 +24,7 @@ def build_app(
     import gradio as gr
 
     from .api import deblurrer
-    from .images import read_image, write_image
+    from .images import read_image, write_like
     from .paths import SUFFIX, output_suffix
 
     choices = [v.name for v in VARIANTS]
@@ -39,7 +39,7 @@ def build_app(
             d = deblurrer(None if weights else name, weights, device, ensemble=ensemble)
             result = d(image.pixels)
             dest = outdir / f"{src.stem}{SUFFIX}{output_suffix(src)}"
-            write_image(dest, result.image, image.exif, image.icc, dpi=image.dpi, xmp=image.xmp)
+            write_like(dest, result.image, image)
         except MimoError as e:
             raise gr.Error(str(e)) from None
         return (_preview(image.pixels), _preview(result.image)), str(dest)

@@ -200,3 +200,20 @@ def test_16_bit_gray_alpha_png_stays_16_bit_gray_alpha(tmp_path, tiny_weights):
     assert r.exit_code == 0, r.output
     out = read_image(tmp_path / "la_deblurred.png").pixels
     assert out.shape == (17, 23, 2) and out.dtype == np.uint16 and np.array_equal(out[..., 1], la[..., 1])
+
+
+def test_png_srgb_chunk_kept(tmp_path, tiny_weights):
+    import struct
+    import zlib
+
+    from .test_cli import run
+
+    write_image(tmp_path / "plain.png", photo(24, 28))
+    data = (tmp_path / "plain.png").read_bytes()
+    chunk = struct.pack(">I", 1) + b"sRGB" + b"\x00" + struct.pack(">I", zlib.crc32(b"sRGB\x00"))
+    (tmp_path / "s.png").write_bytes(data[:33] + chunk + data[33:])  # right after IHDR
+    assert read_image(tmp_path / "s.png").srgb == 0
+    r = run("deblur", tmp_path / "s.png", "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "s_deblurred.png") as im:
+        assert im.info.get("srgb") == 0

@@ -133,7 +133,7 @@ def deblur(
     ),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
-    from mimocli.images import read_image, side_by_side, write_image
+    from mimocli.images import read_image, side_by_side, write_like
 
     tile_value = parse_tile(tile)
     if overwrite and skip_existing:
@@ -206,14 +206,14 @@ def deblur(
                     t0 = time.perf_counter()
                     result = deblurrer(image.pixels, on_tiles)
                     job.output.parent.mkdir(parents=True, exist_ok=True)
-                    write_image(job.output, result.image, image.exif, image.icc, quality, image.dpi, image.xmp)
+                    write_like(job.output, result.image, image, quality)
                     if save_scales:
                         for s, path in job.scales.items():
-                            write_image(path, result.scales[s], image.exif, image.icc, dpi=image.dpi, xmp=image.xmp)
+                            write_like(path, result.scales[s], image)
                     if compare and job.compare is not None:
                         name = used.get("variant", "")
                         both = side_by_side(image.pixels, result.image, ("blurry input", f"deblurred ({name})"))
-                        write_image(job.compare, both, image.exif, image.icc, quality)
+                        write_like(job.compare, both, image, quality)
                     for t in targets(job, save_scales, compare):
                         remove_stale_parts(t)  # left by a run that was killed while writing it
                     if verbose:
