@@ -14,6 +14,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -139,9 +140,14 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
 
 
 def _dpi(value: object) -> tuple[float, float] | None:
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in value):
-        return float(value[0]), float(value[1])
-    return None
+    """Pillow's info["dpi"] (numbers, or TIFF rationals) as two floats, or None."""
+    if not isinstance(value, tuple) or len(value) != 2:
+        return None
+    try:
+        x, y = float(value[0]), float(value[1])
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return (x, y) if x > 0 and y > 0 else None
 
 
 def _is_16bit_color(path: Path, im: Image.Image) -> bool:
@@ -274,8 +280,8 @@ def encode_image(
             arr = arr[:, :, 0]
     if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] == 2 and fmt == "PNG":
         return _png_add_chunks(_encode_png_gray_alpha16(arr), exif, icc)
-    if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] == 2:  # TIFF: no 16-bit gray+alpha writer
-        arr = arr[:, :, [0, 0, 0, 1]]
+    if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] != 1 and fmt == "TIFF":
+        return _encode_tiff16(arr, exif, icc, dpi, xmp)
     if arr.dtype == np.uint16 and (arr.ndim == 3 and arr.shape[2] != 1):
         return _encode_cv2_16(arr, fmt, exif, icc)
     if arr.dtype == np.uint16 and arr.ndim == 3:  # 16-bit grayscale goes through Pillow's I;16
@@ -316,6 +322,40 @@ def _encode_cv2_16(arr: np.ndarray, fmt: str, exif: bytes | None, icc: bytes | N
     if fmt == "PNG":
         data = _png_add_chunks(data, exif, icc)
     return data
+
+
+def _encode_tiff16(
+    arr: np.ndarray,
+    exif: bytes | None,
+    icc: bytes | None,
+    dpi: tuple[float, float] | None,
+    xmp: bytes | None,
+) -> bytes:
+    """A 16-bit RGB(A) or gray+alpha TIFF through imageio's tifffile plugin (Pillow writes no
+    16-bit colour TIFF; OpenCV writes no metadata), deflate-compressed, with the ICC profile,
+    DPI, XMP and the EXIF tags of the first IFD (camera, date, artist, copyright). The EXIF
+    sub-IFD (exposure details) has no writer here and is left out."""
+    import imageio.v3 as iio
+
+    tags: list[tuple[int, str, int, object, bool]] = []
+    if exif:
+        fields = Image.Exif()
+        fields.load(exif)
+        for tag, value in fields.items():
+            if isinstance(value, str) and value and tag not in STORAGE_TAGS and tag != 700:
+                tags.append((tag, "s", 0, value, True))
+    if xmp:
+        tags.append((700, "B", len(xmp), xmp, True))
+    options: dict[str, Any] = {"compression": "zlib", "metadata": None, "extratags": tags}
+    if icc:
+        options["iccprofile"] = icc
+    if dpi:
+        options["resolution"], options["resolutionunit"] = dpi, "INCH"
+    if arr.shape[2] == 2:  # 16-bit gray+alpha TIFFs are unreadable to Pillow: written as RGBA
+        arr = arr[:, :, [0, 0, 0, 1]]
+    options.update(photometric="rgb", extrasamples=[2] if arr.shape[2] == 4 else [])  # unassociated alpha
+    data = iio.imwrite("<bytes>", np.ascontiguousarray(arr), extension=".tif", plugin="tifffile", **options)
+    return data  # "<bytes>": imwrite returns the file
 
 
 def _encode_png_gray_alpha16(arr: np.ndarray) -> bytes:

@@ -16,9 +16,7 @@ from .registry import VARIANTS, get_variant
 TITLE = "mimo: deblur photos"
 
 
-def build_app(
-    variant: str | None = None, weights: str | os.PathLike[str] | None = None, device: str = "auto"
-) -> Any:
+def build_app(variant: str | None = None, weights: str | os.PathLike[str] | None = None, device: str = "auto") -> Any:
     """The Gradio Blocks of the page. ``weights`` fixes the model (the variant menu is then
     hidden); otherwise the page offers every registered variant, starting with ``variant``."""
     import gradio as gr

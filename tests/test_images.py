@@ -217,3 +217,28 @@ def test_png_srgb_chunk_kept(tmp_path, tiny_weights):
     assert r.exit_code == 0, r.output
     with Image.open(tmp_path / "s_deblurred.png") as im:
         assert im.info.get("srgb") == 0
+
+
+def test_16_bit_tiff_keeps_exif_icc_dpi_and_xmp(tmp_path, tiny_weights):
+    """OpenCV wrote 16-bit colour TIFFs without any metadata; imageio's tifffile plugin keeps it."""
+    from .test_cli import run
+
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x8298] = "TestCam", "Model 1", "(c) me"
+    icc = bytes(range(256)) * 2
+    for channels in (3, 4):
+        arr = rng.integers(0, 65536, (20, 30, channels), dtype=np.uint16)
+        path = write_image(tmp_path / f"in{channels}.tif", arr, exif.tobytes(), icc, dpi=(300, 300), xmp=b"<x/>")
+        got = read_image(path)
+        assert np.array_equal(got.pixels, arr) and got.icc == icc and got.dpi == (300, 300)
+        with Image.open(path) as im:
+            tags = im.getexif()
+            assert (tags[0x010F], tags[0x0110], tags[0x8298]) == ("TestCam", "Model 1", "(c) me")
+            assert im.tag_v2.get(700) == b"<x/>"
+    r = run("deblur", tmp_path / "in3.tif", "-w", tiny_weights)
+    assert r.exit_code == 0, r.output
+    out = read_image(tmp_path / "in3_deblurred.tif")
+    assert out.pixels.dtype == np.uint16 and out.icc == icc and out.dpi == (300, 300)
+    with Image.open(tmp_path / "in3_deblurred.tif") as im:
+        assert im.getexif()[0x010F] == "TestCam"
