@@ -116,7 +116,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 with Image.open(p) as check:  # Pillow finds truncation and bad CRCs quietly,
                     check.verify()  # where OpenCV would print libpng's complaints to stderr
                 pixels = _read_cv2(p)
-                if im.format == "PNG" and _png_colour_type(p) == 4:  # gray+alpha, which readers widen to RGBA
+                if im.format == "PNG" and _png_ihdr(p)[1] == 4:  # gray+alpha, which readers widen to RGBA
                     pixels = np.ascontiguousarray(pixels[:, :, [0, 3]])
             else:
                 pixels = _pixels_from_pillow(im, p)
@@ -154,19 +154,18 @@ def _is_16bit_color(path: Path, im: Image.Image) -> bool:
     if im.mode not in ("RGB", "RGBA"):
         return False
     if im.format == "PNG":
-        with open(path, "rb") as f:
-            header = f.read(26)
-        return len(header) == 26 and header[24] == 16  # IHDR bit depth
+        return _png_ihdr(path)[0] == 16
     if im.format == "TIFF":
         bits = im.tag_v2.get(258)  # type: ignore[attr-defined]  # BitsPerSample
         return bool(bits) and 16 in (bits if isinstance(bits, tuple) else (bits,))
     return False
 
 
-def _png_colour_type(path: Path) -> int:
+def _png_ihdr(path: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from a PNG's IHDR, or (-1, -1) for a file too short to hold one."""
     with open(path, "rb") as f:
         header = f.read(26)
-    return header[25] if len(header) == 26 else -1
+    return (header[24], header[25]) if len(header) == 26 else (-1, -1)
 
 
 def _read_float_tiff(path: Path) -> np.ndarray | None:
@@ -413,8 +412,9 @@ def write_like(path: str | os.PathLike[str], pixels: np.ndarray, source: ImageFi
     """``write_image`` with everything ``source`` carried that the output format holds: EXIF,
     ICC profile, DPI, XMP and a PNG's sRGB chunk."""
     p = Path(path)
-    data = encode_image(pixels, format_for(p), source.exif, source.icc, quality, source.dpi, source.xmp)
-    if source.srgb is not None and not source.icc and format_for(p) == "PNG" and b"sRGB" not in data[:4096]:
+    fmt = format_for(p)
+    data = encode_image(pixels, fmt, source.exif, source.icc, quality, source.dpi, source.xmp)
+    if source.srgb is not None and not source.icc and fmt == "PNG" and b"sRGB" not in data[:4096]:
         ihdr_end = 8 + 8 + 13 + 4  # sRGB must come before the image data, and not beside an ICC profile
         data = data[:ihdr_end] + _png_chunk(b"sRGB", bytes([source.srgb & 3])) + data[ihdr_end:]
     return write_bytes_atomic(p, data)

@@ -1008,13 +1008,7 @@ def plan_video(
         if options.frames:
             plan["writes"] = "PNG frames"
             return plan
-        outputs = [out_path] + ([scale_path(out_path, s, False) for s in SCALE_NAMES] if options.save_scales else [])
-        for p in outputs:
-            if p.exists() and not options.overwrite:
-                raise OutputError(f"{p}: already exists", "pass --overwrite to replace it")
-        codec = resolve_codec(options.codec, out_path)
-        pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep, str(src_path))
-        encoder_options(codec, options.crf, options.preset)
+        outputs, codec, pix_fmt, note, _ = _encoding(source, out_path, options, str(src_path))
         work = WorkDir(out_path)
         plan.update(
             codec=codec,
@@ -1089,6 +1083,27 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _encoding(
+    source: Source, out_path: Path, options: VideoOptions, name: str
+) -> tuple[list[Path], str, str, str | None, tuple[dict[str, str], int | None]]:
+    """The output files, codec, pixel format (with a warning or None) and encoder options of a
+    video run, refusing what the run would refuse: existing outputs, a pixel format the encoder
+    lacks or the frame size does not fit. Shared by the run and its --dry-run."""
+    outputs = [out_path] + ([scale_path(out_path, s, False) for s in SCALE_NAMES] if options.save_scales else [])
+    for p in outputs:
+        if p.exists() and not options.overwrite:
+            raise OutputError(f"{p}: already exists", "pass --overwrite to replace it")
+    codec = resolve_codec(options.codec, out_path)
+    pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep, name)
+    if not even_size(pix_fmt, source.width, source.height):
+        raise VideoError(
+            f"{name}: {source.width}x{source.height} cannot be encoded as {pix_fmt}, whose colour planes "
+            "need an even width and height",
+            "pass --pix-fmt yuv444p to keep every pixel",
+        )
+    return outputs, codec, pix_fmt, note, encoder_options(codec, options.crf, options.preset)
+
+
 def _run_video(
     source: Source,
     out_path: Path,
@@ -1099,23 +1114,10 @@ def _run_video(
 ) -> None:
     """Video out: checkpointed segments, then one mux of them and the input's other streams."""
     fmt = FORMATS[out_path.suffix.lower()]
-    outputs = [out_path] + ([scale_path(out_path, s, False) for s in SCALE_NAMES] if options.save_scales else [])
-    for p in outputs:
-        if p.exists() and not options.overwrite:
-            raise OutputError(f"{p}: already exists", "pass --overwrite to replace it")
-
-    codec = resolve_codec(options.codec, out_path)
-    pix_fmt, note = choose_pix_fmt(codec, source.pix_fmt, options.pix_fmt, source.deep, summary.input)
+    outputs, codec, pix_fmt, note, (opts, bit_rate) = _encoding(source, out_path, options, summary.input)
     if note:
         summary.warnings.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
-    if not even_size(pix_fmt, source.width, source.height):
-        raise VideoError(
-            f"{summary.input}: {source.width}x{source.height} cannot be encoded as {pix_fmt}, whose colour planes "
-            "need an even width and height",
-            "pass --pix-fmt yuv444p to keep every pixel",
-        )
-    opts, bit_rate = encoder_options(codec, options.crf, options.preset)
     global_header = bool(av.format.ContainerFormat(fmt, "w").flags & _GLOBAL_HEADER_FORMAT)
     specs = []
     for div in (1, 2, 4) if options.save_scales else (1,):
