@@ -20,6 +20,7 @@ import torch
 from mimocli.bench import BenchCase, bench_suite, random_model
 from mimocli.images import read_image
 from mimocli.registry import get_variant
+from mimocli.settings import RunSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FRAME = SHARED / "data/pairs/gopro_GOPR0384_11_00_000001/blur.png"
@@ -42,16 +43,9 @@ def main() -> None:
     for name in args.variants.split(","):
         v = get_variant(name)
         cases.append(BenchCase(random_model(v.num_res), v, width, height))
-    compile = (False, True) if args.compile else False
-    rows = bench_suite(
-        cases,
-        args.device,
-        warmup=args.warmup,
-        iters=args.iters,
-        compile=compile,
-        image=image,
-        reuse_memory=not args.no_reuse_memory,
-    )
+    compile = (False, True) if args.compile else None
+    run = RunSettings(device=args.device, tile=0, reuse_memory=not args.no_reuse_memory)
+    rows = bench_suite(cases, run, warmup=args.warmup, iters=args.iters, image=image, compile=compile)
     frame = FRAME.name if image is not None else "noise"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, frame: {frame}")
     print(

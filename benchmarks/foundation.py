@@ -39,7 +39,7 @@ def seconds_per_photo(repeats: int) -> dict[str, float]:
     out = {}
     for name, n in (("mimo-unet", 8), ("mimo-unet-plus", 20)):
         torch.manual_seed(0)
-        d = Deblurrer(MIMOUNet(n), "cpu", "fp32", tile=0)
+        d = Deblurrer(MIMOUNet(n), device="cpu", precision="fp32", tile=0)
         d(img[:64, :64])  # warm-up
         times = []
         for _ in range(repeats):
@@ -54,10 +54,12 @@ def agreement() -> dict[str, float]:
     img = frame()
     torch.manual_seed(0)
     model = MIMOUNet(8)
-    whole = Deblurrer(model, "cpu", "fp32", tile=0)(img).image.astype(np.float64)
+    whole = Deblurrer(model, device="cpu", precision="fp32", tile=0)(img).image.astype(np.float64)
     res = {}
     for tile, overlap in ((256, 32), (256, 64), (512, 64)):
-        tiled = Deblurrer(model, "cpu", "fp32", tile=tile, tile_overlap=overlap)(img).image.astype(np.float64)
+        tiled = Deblurrer(model, device="cpu", precision="fp32", tile=tile, tile_overlap=overlap)(img).image.astype(
+            np.float64
+        )
         mse = np.mean((tiled - whole) ** 2)
         res[f"tile{tile}_overlap{overlap}_psnr_db"] = (
             round(float(10 * np.log10(255**2 / mse)), 2) if mse else float("inf")
@@ -69,7 +71,7 @@ def agreement() -> dict[str, float]:
 def big_child(tile: str) -> None:
     torch.manual_seed(0)
     img = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
-    d = Deblurrer(MIMOUNet(8), "cpu", "fp32", tile=int(tile) if tile.isdigit() else tile)
+    d = Deblurrer(MIMOUNet(8), device="cpu", precision="fp32", tile=int(tile) if tile.isdigit() else tile)
     t = time.perf_counter()
     r = d(img)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -26,9 +26,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mimocli.engine import Deblurrer, reuse_freed_memory, rgb8
+from mimocli.device import reuse_freed_memory
+from mimocli.engine import Deblurrer
 from mimocli.evaluate import evaluate_pair, find_pairs, psnr, ssim
 from mimocli.images import read_image
+from mimocli.pixels import rgb8
 from mimocli.weights import load_weights
 
 
@@ -56,7 +58,7 @@ def outputs(pairs, deblurrer: Deblurrer) -> list[np.ndarray]:
 def flicker(video: Path, deblurrer: Deblurrer, limit: int) -> dict:
     with av.open(str(video)) as f:
         frames = [fr.to_ndarray(format="rgb24") for _, fr in zip(range(limit), f.decode(video=0), strict=False)]
-    deblurred = [deblurrer.frames(fr[None])[0][0] for fr in frames]
+    deblurred = [deblurrer.frames(fr[None])[-1][0] for fr in frames]
     inp = np.stack(frames).astype(np.float64)
     out = np.stack(deblurred).astype(np.float64)
     d_in, d_out = np.diff(inp, axis=0), np.diff(out, axis=0)
@@ -82,7 +84,7 @@ def main() -> None:
     model = loaded.model
     report: dict = {"weights": loaded.to_dict()}
     started = time.perf_counter()
-    plain = Deblurrer(model, "cpu", "fp32", tile=0)
+    plain = Deblurrer(model, device="cpu", precision="fp32", tile=0)
     pairs = find_pairs(args.shared / "data" / "pairs")
     report["pairs"] = pair_scores(pairs, plain)
     report["pairs_all_better"] = all(r["gain_db"] > 0 for r in report["pairs"])
@@ -99,7 +101,7 @@ def main() -> None:
     sharp = [rgb8(read_image(p.sharp).pixels) for p in pairs]
     whole = outputs(pairs, plain)
     if "tiles" not in args.skip:
-        tiled = outputs(pairs, Deblurrer(model, "cpu", "fp32", tile=256, tile_overlap=64))
+        tiled = outputs(pairs, Deblurrer(model, device="cpu", precision="fp32", tile=256, tile_overlap=64))
         report["tiled_vs_whole"] = [
             {
                 "name": p.name,
@@ -111,7 +113,7 @@ def main() -> None:
             for p, w, t, s in zip(pairs, whole, tiled, sharp, strict=True)
         ]
     if "bf16" not in args.skip:
-        bf16 = outputs(pairs, Deblurrer(model, "cpu", "bf16", tile=0))
+        bf16 = outputs(pairs, Deblurrer(model, device="cpu", precision="bf16", tile=0))
         report["bf16_vs_fp32"] = [
             {
                 "name": p.name,
@@ -122,7 +124,7 @@ def main() -> None:
             for p, w, b, s in zip(pairs, whole, bf16, sharp, strict=True)
         ]
     if "ensemble" not in args.skip:
-        ens = outputs(pairs, Deblurrer(model, "cpu", "fp32", tile=0, ensemble=True))
+        ens = outputs(pairs, Deblurrer(model, device="cpu", precision="fp32", tile=0, ensemble=True))
         report["ensemble"] = [
             {
                 "name": p.name,

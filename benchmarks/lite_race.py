@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mimocli.arch import MIMOUNet
-from mimocli.engine import reuse_freed_memory
+from mimocli.device import reuse_freed_memory
 from mimocli.evaluate import psnr
 from mimocli.shake import split_of
 from mimocli.train import VAL_CROPS, VAL_SHAKE, ShakeData, TrainOptions, find_photos, loss_fn, train, validate

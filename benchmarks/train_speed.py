@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mimocli.arch import MIMOUNet
-from mimocli.engine import reuse_freed_memory
+from mimocli.device import reuse_freed_memory
 from mimocli.registry import get_variant
 from mimocli.train import TrainOptions, train
 

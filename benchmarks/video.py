@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from mimocli.arch import MIMOUNet
-from mimocli.engine import Deblurrer, freed_memory_reused, reuse_freed_memory
+from mimocli.device import freed_memory_reused, reuse_freed_memory
+from mimocli.engine import Deblurrer
 from mimocli.registry import get_variant
 from mimocli.video import VideoOptions, deblur_video
 from mimocli.weights import load_model
@@ -55,7 +56,15 @@ def main() -> None:
     tile: int | str = int(args.tile) if args.tile.isdigit() else args.tile
     compile: bool | str = {"auto": "auto", "on": True, "off": False}[args.compile]
     channels_last = False if args.no_channels_last else None
-    deblurrer = Deblurrer(model, args.device, args.precision, tile, channels_last=channels_last, compile=compile)
+    deblurrer = Deblurrer(
+        model,
+        device=args.device,
+        precision=args.precision,
+        tile=tile,
+        channels_last=channels_last,
+        compile=compile,
+        batch=args.batch,
+    )
     if deblurrer.device.type == "cpu" and not args.no_reuse_memory:
         reuse_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +72,7 @@ def main() -> None:
             args.input,
             Path(tmp) / "out.mp4",
             deblurrer,
-            VideoOptions(batch=args.batch, end=args.seconds),
+            VideoOptions(end=args.seconds),
         )
     record = {
         "variant": v.name,

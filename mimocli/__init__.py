@@ -21,7 +21,8 @@ from .registry import VARIANTS, Variant, detect_variant, get_variant
 if TYPE_CHECKING:
     from .api import deblur
     from .arch import MIMOUNet
-    from .engine import Deblurrer, DeblurResult, resolve_device, resolve_precision
+    from .device import resolve_device, resolve_precision
+    from .engine import Deblurrer, DeblurResult
     from .images import ImageFile, read_image, write_image
     from .video import VideoOptions, VideoSummary, deblur_video
     from .weights import (

@@ -13,8 +13,9 @@ import torch
 
 from .engine import Deblurrer
 from .errors import OutputError
-from .images import format_for, read_image, write_like
-from .paths import SUFFIX
+from .paths import SUFFIX, Job
+from .photos import PhotoOptions, deblur_image
+from .settings import RunSettings
 from .weights import load_weights
 
 if TYPE_CHECKING:
@@ -27,20 +28,19 @@ _LOCK = threading.Lock()
 def deblurrer(
     variant: str | None = None,
     weights: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | str = "auto",
-    ensemble: bool = False,
+    settings: RunSettings | None = None,
+    **changes: Any,
 ) -> Deblurrer:
-    """The Deblurrer ``deblur`` uses for these settings, loaded once per process and reused.
+    """The Deblurrer ``deblur`` uses for these settings (a RunSettings, or its fields by name:
+    device, precision, tile, ensemble...), loaded once per process and reused.
 
     Raises WeightsError (or a subclass) when the weights cannot be had.
     """
-    key = (variant, None if weights is None else str(weights), device, precision, tile, ensemble)
+    run = (settings or RunSettings()).replace(**changes)
+    key = (variant, None if weights is None else str(weights), run)
     with _LOCK:
         if key not in _CACHE:
-            loaded = load_weights(variant, "cpu", weights)
-            _CACHE[key] = Deblurrer(loaded.model, device, precision, tile, ensemble=ensemble or loaded.variant.ensemble)
+            _CACHE[key] = Deblurrer(load_weights(variant, "cpu", weights).model, run)
         return _CACHE[key]
 
 
@@ -54,6 +54,7 @@ def deblur(
     ensemble: bool = False,
     output: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    settings: RunSettings | None = None,
 ) -> Any:
     """Deblur ``image`` and return the same kind of thing:
 
@@ -68,10 +69,12 @@ def deblur(
       device, clamped to [0,1].
 
     ``variant``/``weights``: as for `mimo deblur` (default: MIMO-UNet+, or the bundled model where
-    the registry allows it); ``device``: "auto", "cpu", "cuda", "mps"; the model is loaded once per
+    the registry allows it); ``device``: "auto", "cpu", "cuda", "mps"; ``settings``: a whole
+    RunSettings instead of device, precision, tile and ensemble. The model is loaded once per
     setting and kept. Raises ImageError for an unreadable input, TypeError for any other kind.
     """
-    d = deblurrer(variant, weights, device, precision, tile, ensemble)
+    run = settings or RunSettings(device=device, precision=precision, tile=tile, ensemble=ensemble)
+    d = deblurrer(variant, weights, run)
     if isinstance(image, (str, os.PathLike)):
         return _deblur_file(d, Path(image), output, overwrite)
     if isinstance(image, np.ndarray):
@@ -85,13 +88,16 @@ def deblur(
 
 def _deblur_file(d: Deblurrer, src: Path, output: str | os.PathLike[str] | None, overwrite: bool) -> Path:
     dest = Path(output) if output is not None else src.with_name(f"{src.stem}{SUFFIX}{src.suffix}")
-    format_for(dest)
     if dest.exists() and dest.resolve() == src.resolve():
         raise OutputError(f"{dest}: is the input; refusing to write over it", "pass another output")
-    if dest.exists() and not overwrite:
-        raise OutputError(f"{dest}: already exists", "pass overwrite=True to replace it")
-    got = read_image(src)
-    return write_like(dest, d(got.pixels).image, got)
+    job = Job(src, dest, {})
+    try:
+        deblur_image(job, d, PhotoOptions(overwrite=overwrite))
+    except OutputError as e:
+        if "already exists" in e.message:
+            raise OutputError(f"{dest}: already exists", "pass overwrite=True to replace it") from None
+        raise
+    return dest
 
 
 def _deblur_array(d: Deblurrer, image: np.ndarray) -> np.ndarray:
@@ -110,8 +116,8 @@ def _deblur_tensor(d: Deblurrer, image: torch.Tensor) -> torch.Tensor:
     x = image if image.ndim == 4 else image[None]
     gray = x.shape[1] == 1
     with torch.inference_mode():
-        outs, _tiles, _tile = d.run_tensor(x.detach().float().expand(-1, 3, -1, -1) if gray else x.detach().float())
-    y = outs[2].clamp(0, 1)
+        outs, _tiles, _tile = d.run_tensor(x.detach().float())
+    y = outs[-1].clamp(0, 1)
     if gray:
         y = y.mean(dim=1, keepdim=True)
     y = y.to(device=image.device, dtype=image.dtype)

@@ -116,13 +116,18 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 
 class MIMOUNet(nn.Module):
-    """MIMO-UNet with ``num_res`` residual blocks per level (8: MIMO-UNet, 20: MIMO-UNet+)."""
+    """MIMO-UNet with ``num_res`` residual blocks per level (8: MIMO-UNet, 20: MIMO-UNet+).
 
-    def __init__(self, num_res: int = 8, base_channel: int = 32) -> None:
+    ``ensemble``: the geometric self-ensemble of MIMO-UNet++, the mean of the outputs for the 8
+    flips and rotations of the input (8x the work). A plain attribute, not part of the weights.
+    """
+
+    def __init__(self, num_res: int = 8, base_channel: int = 32, ensemble: bool = False) -> None:
         super().__init__()
         c = base_channel
         self.num_res = num_res
         self.base_channel = base_channel
+        self.ensemble = ensemble
         self.Encoder = nn.ModuleList([EBlock(c, num_res), EBlock(c * 2, num_res), EBlock(c * 4, num_res)])
         self.feat_extract = nn.ModuleList(
             [
@@ -145,6 +150,17 @@ class MIMOUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B,3,H,W) in [0,1], H and W multiples of 4 -> [1/4, 1/2, full] images, unclamped."""
+        if not self.ensemble:
+            return self._forward(x)
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        acc: list[torch.Tensor] = []
+        for k, flip in DIHEDRAL:
+            outs = self._forward(dihedral(x, k, flip).contiguous(memory_format=layout))
+            outs = [dihedral_inverse(o.float(), k, flip) for o in outs]
+            acc = outs if not acc else [a + o for a, o in zip(acc, outs, strict=True)]
+        return [a / len(DIHEDRAL) for a in acc]
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x_2 = _down(x)
         x_4 = _down(x_2)
         z2 = self.SCM2(x_2)
@@ -174,3 +190,18 @@ class MIMOUNet(nn.Module):
         z = self.Decoder[2](z)
         out_1 = self.feat_extract[5](z) + x
         return [out_4, out_2, out_1]
+
+
+# The eight symmetries of the square (4 rotations x optional flip), each with its inverse.
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def dihedral_inverse(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, -k, dims=(-2, -1))

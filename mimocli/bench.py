@@ -28,8 +28,11 @@ import torch
 from torch import nn
 
 from .arch import MIMOUNet
-from .engine import Deblurrer, freed_memory_reused, resolve_device, reuse_freed_memory, rgb8, to_frames
+from .device import freed_memory_reused, resolve_device, reuse_freed_memory
+from .engine import Deblurrer
+from .pixels import rgb8, to_frames
 from .registry import Variant
+from .settings import RunSettings
 from .tiling import pad_to_multiple
 from .video import VideoOptions, VideoSummary, deblur_video
 
@@ -274,11 +277,18 @@ def _check(width: int, height: int, batch: int, warmup: int, iters: int) -> None
         raise ValueError("batch and iters must be >= 1 and warmup >= 0")
 
 
+@dataclass(frozen=True)
+class BenchCase:
+    """A model at a frame size: what one baseline row and its fast rows time."""
+
+    model: nn.Module
+    variant: Variant
+    width: int
+    height: int
+
+
 def bench_baseline(
-    model: nn.Module,
-    variant: Variant,
-    width: int,
-    height: int,
+    case: BenchCase,
     device: str | torch.device = "auto",
     batch: int = 1,
     warmup: int = 1,
@@ -291,45 +301,38 @@ def bench_baseline(
     authors' code would (their result says so in ``reuse_memory``).
     Raises ValueError for bad sizes or counts, DeviceError for an unavailable device.
     """
-    _check(width, height, batch, warmup, iters)
+    _check(case.width, case.height, batch, warmup, iters)
     dev = resolve_device(device)
-    frames = sample_frames(width, height, batch, image)
+    frames = sample_frames(case.width, case.height, batch, image)
     keep: dict[str, torch.Tensor] = {}
-    base_model = copy.deepcopy(model).eval().float().to(dev)
+    base_model = copy.deepcopy(case.model).eval().float().to(dev)
     with MemoryMeter(dev) as mem:
         warm, times = time_calls(_baseline_fn(base_model, dev, frames, keep), dev, warmup, iters)
-    result = _result(variant, "baseline", None, dev, frames, warmup, warm, times, mem.peak)
+    result = _result(case.variant, "baseline", None, dev, frames, warmup, warm, times, mem.peak)
     return Baseline(result, keep["baseline"].float().cpu())
 
 
 def bench_fast(
-    model: nn.Module,
-    variant: Variant,
-    width: int,
-    height: int,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    batch: int = 1,
+    case: BenchCase,
+    run: RunSettings,
     warmup: int = 1,
     iters: int = 5,
-    channels_last: bool | None = None,
-    compile: bool = False,
-    tile: int | str = 0,
     image: np.ndarray | None = None,
     baseline: Baseline | None = None,
 ) -> BenchResult:
-    """Time the Deblurrer as configured (exactly Deblurrer.frames) on the same frames as
-    bench_baseline; with ``baseline``, add the speed-up and the error against it.
+    """Time the Deblurrer as ``run`` configures it (exactly Deblurrer.frames, ``run.batch``
+    frames a call) on the same frames as bench_baseline; with ``baseline``, add the speed-up and
+    the error against it.
 
     Raises ValueError for bad sizes or counts, DeviceError for an unavailable device or precision.
     """
-    _check(width, height, batch, warmup, iters)
-    frames = sample_frames(width, height, batch, image)
+    _check(case.width, case.height, run.batch, warmup, iters)
+    frames = sample_frames(case.width, case.height, run.batch, image)
     keep: dict[str, torch.Tensor] = {}
-    d = Deblurrer(copy.deepcopy(model), device, precision, tile, channels_last=channels_last, compile=compile)
+    d = Deblurrer(case.model, run)
     with MemoryMeter(d.device) as mem:
         warm, times = time_calls(_fast_fn(d, frames, keep), d.device, warmup, iters)
-    fast = _result(variant, "fast", d, d.device, frames, warmup, warm, times, mem.peak)
+    fast = _result(case.variant, "fast", d, d.device, frames, warmup, warm, times, mem.peak)
     if baseline is not None:
         ref, got = baseline.output, keep["fast"].float().cpu()
         fast.speedup = baseline.result.median_ms / fast.median_ms
@@ -339,71 +342,42 @@ def bench_fast(
     return fast
 
 
-@dataclass(frozen=True)
-class BenchCase:
-    model: nn.Module
-    variant: Variant
-    width: int
-    height: int
-
-
 def bench_suite(
     cases: Sequence[BenchCase],
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    batch: int = 1,
+    run: RunSettings = RunSettings(tile=0),  # noqa: B008  (frozen)
     warmup: int = 1,
     iters: int = 5,
-    channels_last: bool | None = None,
-    compile: bool | Sequence[bool] = False,
     baseline: bool = True,
     image: np.ndarray | None = None,
-    reuse_memory: bool = True,
+    compile: Sequence[bool] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> list[BenchResult]:
     """Every case's baseline first (in a process whose allocator is untouched, as the authors'
-    code runs), then, on CPU with ``reuse_memory``, ``reuse_freed_memory()``, then the fast path
-    of each case, once per value when ``compile`` is a sequence such as (False, True).
-    Results come grouped by case: its baseline, then its fast rows.
+    code runs), then, on CPU with ``run.reuse_memory``, ``reuse_freed_memory()``, then the fast
+    path of each case as ``run`` says, once per value of ``compile`` when given, such as (False,
+    True). Results come grouped by case: its baseline, then its fast rows.
 
     Raises ValueError for bad sizes or counts, DeviceError for an unavailable device or precision.
     """
     for c in cases:
-        _check(c.width, c.height, batch, warmup, iters)
-    dev = resolve_device(device)
+        _check(c.width, c.height, run.batch, warmup, iters)
+    dev = resolve_device(run.device)
     base: dict[int, Baseline] = {}
     if baseline:
         for i, c in enumerate(cases):
             if on_progress:
                 on_progress(f"{c.variant.name} {c.width}x{c.height} baseline")
-            base[i] = bench_baseline(c.model, c.variant, c.width, c.height, dev, batch, warmup, iters, image)
-    if dev.type == "cpu" and reuse_memory:
+            base[i] = bench_baseline(c, dev, run.batch, warmup, iters, image)
+    if dev.type == "cpu" and run.reuse_memory:
         reuse_freed_memory()
     results = []
     for i, c in enumerate(cases):
         if i in base:
             results.append(base[i].result)
-        for compiled in (compile,) if isinstance(compile, bool) else compile:
+        for compiled in (run.compile,) if compile is None else compile:
             if on_progress:
-                on_progress(f"{c.variant.name} {c.width}x{c.height} fast" + (" compiled" if compiled else ""))
-            results.append(
-                bench_fast(
-                    c.model,
-                    c.variant,
-                    c.width,
-                    c.height,
-                    dev,
-                    precision,
-                    batch,
-                    warmup,
-                    iters,
-                    channels_last,
-                    compiled,
-                    0,
-                    image,
-                    base.get(i),
-                )
-            )
+                on_progress(f"{c.variant.name} {c.width}x{c.height} fast" + (" compiled" if compiled is True else ""))
+            results.append(bench_fast(c, run.replace(compile=compiled), warmup, iters, image, base.get(i)))
     return results
 
 

@@ -19,9 +19,10 @@ import cv2
 import numpy as np
 import torch
 
-from .engine import Deblurrer, rgb8, to_tensor
+from .engine import Deblurrer
 from .errors import ImageError
 from .images import DEFAULT_MAX_PIXELS, is_image_path, read_image
+from .pixels import rgb8, to_tensor
 
 ProgressFn = Callable[[int, int], None]
 

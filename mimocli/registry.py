@@ -1,10 +1,16 @@
-"""Variants as data: one frozen row per MIMO-UNet variant, and lookup by name or alias."""
+"""Variants as data: one frozen row per MIMO-UNet variant, read from the one table
+(weights/registry.json), and lookup by name or alias."""
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from .errors import WeightsError
 
@@ -25,28 +31,38 @@ class Variant:
         return self.weights or self.name
 
 
-VARIANTS: tuple[Variant, ...] = (
-    Variant("mimo-unet", 8, "MIMO-UNet, GoPro", ("base",), 1.79),
-    Variant("mimo-unet-plus", 20, "MIMO-UNet+, GoPro", ("plus",), 4.24),
-    Variant(
-        "mimo-unet-plus-plus",
-        20,
-        "MIMO-UNet++: MIMO-UNet+ with geometric self-ensemble",
-        ("plusplus", "++"),
-        4.24 * 8,
-        ensemble=True,
-        weights="mimo-unet-plus",
-    ),
-    Variant("mimo-unet-plus-realblur", 20, "MIMO-UNet+, RealBlur-J + GoPro", ("realblur",), 4.24),
-    Variant(
-        "mimo-unet-lite",
-        4,
-        "MIMO-UNet-lite: mimocli's own small MIMO-UNet, trained on CPU, shipped in the package",
-        ("lite",),
-        0.245,
-        base_channel=16,
-    ),
-)
+def registry_file() -> Path:
+    """weights/registry.json: inside the package once installed, beside it in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "weights_registry.json", here.parent / "weights" / "registry.json"):
+        if candidate.is_file():
+            return candidate
+    raise WeightsError("the weights registry is missing from this installation", "reinstall mimocli")
+
+
+@functools.cache
+def table() -> Mapping[str, Mapping[str, Any]]:
+    """The one table of variants, read once per process: a row per variant with its shape
+    (``num_res``, ``base_channel``, ``ensemble``) and, where it has weights of its own, where they
+    come from (``sources``, ``sha256``...: see weights.load_registry)."""
+    rows = json.loads(registry_file().read_text())
+    return MappingProxyType({k: MappingProxyType(v) for k, v in rows.items()})
+
+
+def _variant(name: str, row: Mapping[str, Any]) -> Variant:
+    return Variant(
+        name,
+        int(row["num_res"]),
+        row["summary"],
+        tuple(row.get("aliases", ())),
+        float(row.get("tflop_per_720p", 0.0)),
+        bool(row.get("ensemble", False)),
+        row.get("weights", ""),
+        int(row.get("base_channel", 32)),
+    )
+
+
+VARIANTS: tuple[Variant, ...] = tuple(_variant(k, row) for k, row in table().items())
 
 DEFAULT_VARIANT = "mimo-unet-plus"
 BUNDLED_VARIANT = "lite"  # mimocli's own weights, shipped in the package

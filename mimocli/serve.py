@@ -34,7 +34,7 @@ def build_app(variant: str | None = None, weights: str | os.PathLike[str] | None
         src = Path(path)
         try:
             image = read_image(src)
-            d = deblurrer(None if weights else name, weights, device, ensemble=ensemble)
+            d = deblurrer(None if weights else name, weights, device=device, ensemble=ensemble)
             result = d(image.pixels)
             dest = outdir / f"{src.stem}{SUFFIX}{output_suffix(src)}"
             write_like(dest, result.image, image)

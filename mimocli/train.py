@@ -11,9 +11,12 @@ the network downsamples its input (nearest neighbour).
 With ``shake``, the data are sharp photos and every crop gets a fresh random camera shake
 (mimocli.shake): the photos of the validation split validate, those of the test split are never read.
 
-Resumable bit for bit: the batch of step s is drawn from a generator seeded by (seed, s), so a
-checkpoint needs only the step, the weights and the optimiser's and scheduler's states. On CPU
-the model trains channels-last (NHWC), which oneDNN runs about a fifth faster than NCHW.
+Resumable: the batch of step s is drawn from a generator seeded by (seed, s), so a checkpoint
+needs only the step, the weights and the states of the optimiser, the scheduler and (fp16 on
+CUDA) the gradient scaler. On CPU a resumed run is bit for bit the run that was never stopped. On
+CUDA it resumes from exactly that state, but cuDNN's backward kernels add in a varying order, so
+the two runs drift apart in the last bits and agree only in their statistics. On CPU the model
+trains channels-last (NHWC), which oneDNN runs about a fifth faster than NCHW.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from safetensors.torch import save
 
 from .arch import MIMOUNet, _down
 from .atomic import atomic_write, write_bytes_atomic
-from .engine import resolve_device, rgb8
+from .device import cuda_has_native_bf16, resolve_device
 from .errors import ImageError, OutputError
 from .evaluate import Pair, find_pairs, psnr, quantize
 from .images import is_image_path, read_image
+from .pixels import rgb8
 from .shake import ShakeModel, photo_key, shake_crop, split_of
 
 ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
@@ -368,6 +372,7 @@ def train(
     steps_per_epoch = max(1, math.ceil(len(pairs) / o.batch))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
     history: list[dict[str, Any]] = []
+    scaler_state: dict[str, Any] | None = None
     start = 0
     cpu_before = 0.0  # CPU seconds spent by earlier, interrupted processes of this run
     best: float | None = None
@@ -383,6 +388,7 @@ def train(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler_state = state.get("scaler")
         start = int(state["step"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
         best = state.get("best_val_psnr")
@@ -391,8 +397,10 @@ def train(
             history = [h for h in history if h["step"] <= start]
     _rewrite_metrics(metrics_path, history)  # drop what an interrupted run logged after its checkpoint
     amp = dev.type == "cuda" and o.mixed_precision
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = torch.bfloat16 if amp and cuda_has_native_bf16(dev) else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    if scaler_state:
+        scaler.load_state_dict(scaler_state)  # the loss scale it had grown or shrunk to
     cpu_started = time.process_time()
 
     def cpu_seconds() -> float:
@@ -453,6 +461,7 @@ def train(
                     "model": model.state_dict(),
                     "optimiser": optimiser.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "options": asdict(o),
                     "num_res": model.num_res,
                     "base_channel": model.base_channel,

@@ -11,6 +11,7 @@ their size and sha256 are recorded; every later load is checked against that rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from safetensors.torch import load_file, save
 from .arch import MIMOUNet
 from .atomic import write_bytes_atomic
 from .errors import DownloadError, IntegrityError, OfflineError, WeightsError
-from .registry import BUNDLED_VARIANT, DEFAULT_VARIANT, Variant, detect_variant, get_variant
+from .registry import BUNDLED_VARIANT, DEFAULT_VARIANT, Variant, detect_variant, get_variant, table
 
 ByteProgress = Callable[[int, int | None], None]
 
@@ -74,22 +75,13 @@ class WeightsEntry:
         return None
 
 
-def _registry_file() -> Path:
-    # Installed wheels carry the registry inside the package; a source checkout reads weights/.
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "weights_registry.json", here.parent / "weights" / "registry.json"):
-        if candidate.is_file():
-            return candidate
-    raise WeightsError("the weights registry is missing from this installation", "reinstall mimocli")
-
-
-def load_registry() -> dict[str, WeightsEntry]:
-    data = json.loads(_registry_file().read_text())
+@functools.cache
+def _entries() -> dict[str, WeightsEntry]:
     return {
         key: WeightsEntry(
             key=key,
             description=e["description"],
-            architecture=e["architecture"],
+            architecture=key,
             sources=tuple(e["sources"]),
             filename=e["filename"],
             size=e.get("size"),
@@ -99,8 +91,14 @@ def load_registry() -> dict[str, WeightsEntry]:
             license=e.get("license", ""),
             fallback=bool(e.get("fallback", False)),
         )
-        for key, e in data.items()
+        for key, e in table().items()
+        if "sources" in e
     }
+
+
+def load_registry() -> dict[str, WeightsEntry]:
+    """The variants that have weights of their own, by key (the registry is read once)."""
+    return dict(_entries())
 
 
 def registry_entry(key: str) -> WeightsEntry:
@@ -641,7 +639,7 @@ def load_weights(
     error names the bundled variant as an option.
     Raises WeightsError (or a subclass) when no weights can be had.
     """
-    from .engine import resolve_device
+    from .device import resolve_device
 
     v = get_variant(variant or DEFAULT_VARIANT)
     try:
@@ -663,6 +661,7 @@ def load_weights(
         v = get_variant(fb.architecture)
         path = verify_bundled(fb)
     model, _ = build_model(read_state_dict(path), str(path))
+    model.ensemble = v.ensemble  # MIMO-UNet++ is MIMO-UNet+ run as a self-ensemble
     name = str(weights) if weights is not None else v.weights_key
     return LoadedWeights(model.to(resolve_device(device)), v, name, path, sha256_file(path))
 

@@ -174,7 +174,7 @@ def test_weights_with_nan_are_refused_and_nan_output_is_an_error(tmp_path, tiny_
     with torch.no_grad():
         next(model.parameters()).fill_(3e38)
     for precision in ("fp32", "bf16"):
-        d = Deblurrer(model, "cpu", precision, tile=0)
+        d = Deblurrer(model, device="cpu", precision=precision, tile=0)
         with pytest.raises(NotFiniteError, match="NaN/Inf values, in fp32 too"):
             d(photo(24, 28))
 

@@ -9,16 +9,9 @@ import torch
 from torch import nn
 
 from mimocli import engine
-from mimocli.arch import MIMOUNet
-from mimocli.engine import (
-    DIHEDRAL,
-    Deblurrer,
-    auto_tile,
-    choose_tile,
-    cpu_has_native_bf16,
-    resolve_device,
-    resolve_precision,
-)
+from mimocli.arch import DIHEDRAL, MIMOUNet
+from mimocli.device import auto_tile, choose_tile, cpu_has_native_bf16, resolve_device, resolve_precision
+from mimocli.engine import Deblurrer
 from mimocli.errors import DeviceError
 
 from .conftest import photo, tiny_model
@@ -26,7 +19,7 @@ from .conftest import photo, tiny_model
 
 def test_uint8_rgb_roundtrip_layout():
     img = photo(37, 53)  # odd sizes: padded to 40x56 inside, cropped back
-    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img)
+    r = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img)
     assert r.image.shape == img.shape and r.image.dtype == np.uint8
     assert r.scales[0.5].shape == (19, 27, 3) and r.scales[0.25].shape == (10, 14, 3)
 
@@ -34,7 +27,7 @@ def test_uint8_rgb_roundtrip_layout():
 def test_sixteen_bit_stays_sixteen_bit_with_rounding():
     img = photo(32, 32, dtype=np.uint16)
     model = tiny_model()
-    r = Deblurrer(model, "cpu", "fp32", tile=0)(img)
+    r = Deblurrer(model, device="cpu", precision="fp32", tile=0)(img)
     assert r.image.dtype == np.uint16
     with torch.inference_mode():
         ref = model(torch.from_numpy(img.astype(np.float32) / 65535).permute(2, 0, 1)[None])[2]
@@ -44,23 +37,23 @@ def test_sixteen_bit_stays_sixteen_bit_with_rounding():
 
 def test_grayscale_stays_grayscale_and_alpha_is_untouched():
     gray = photo(40, 44)[:, :, 0]
-    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(gray)
+    r = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(gray)
     assert r.image.shape == gray.shape and r.scales[0.5].shape == (20, 22)
     rgba = photo(40, 44, channels=4)
     rgba[:, :, 3] = np.arange(44, dtype=np.uint8)[None, :] * 5
-    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(rgba)
+    r = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(rgba)
     assert r.image.shape == rgba.shape
     assert np.array_equal(r.image[:, :, 3], rgba[:, :, 3])
     assert np.array_equal(r.scales[0.25][:, :, 3], rgba[::4, ::4, 3])
     la = np.stack([gray, rgba[:, :, 3]], axis=-1)
-    r = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(la)
+    r = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(la)
     assert r.image.shape == la.shape and np.array_equal(r.image[:, :, 1], la[:, :, 1])
 
 
 def test_ensemble_is_the_mean_over_eight_symmetries():
     model = tiny_model()
     x = torch.rand(1, 3, 24, 32)
-    outs, _, _ = Deblurrer(model, "cpu", "fp32", tile=0, ensemble=True).run_tensor(x)
+    outs, _, _ = Deblurrer(model, device="cpu", precision="fp32", tile=0, ensemble=True).run_tensor(x)
     acc = torch.zeros_like(x)
     with torch.inference_mode():
         for k, flip in DIHEDRAL:
@@ -79,8 +72,8 @@ def test_half_precision_overflow_is_redone_in_fp32():
         model.feat_extract[0].main[0].weight.mul_(3000.0)
         model.feat_extract[0].main[0].bias.add_(1e5)
     img = photo(32, 32)
-    ref = Deblurrer(model, "cpu", "fp32", tile=0)(img)
-    d = Deblurrer(model, "cpu", "fp16", tile=0)
+    ref = Deblurrer(model, device="cpu", precision="fp32", tile=0)(img)
+    d = Deblurrer(model, device="cpu", precision="fp16", tile=0)
     with pytest.warns(RuntimeWarning, match="NaN/Inf.*redone in fp32"):
         r = d(img)
     assert r.fp32_fallbacks == 1
@@ -89,10 +82,10 @@ def test_half_precision_overflow_is_redone_in_fp32():
 
 def test_bf16_stays_close_to_fp32():
     img = photo(48, 64)
-    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img).image.astype(int)
+    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img).image.astype(int)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = Deblurrer(tiny_model(), "cpu", "bf16", tile=0)(img).image.astype(int)
+        got = Deblurrer(tiny_model(), device="cpu", precision="bf16", tile=0)(img).image.astype(int)
     assert np.abs(got - ref).mean() < 2
 
 
@@ -114,15 +107,15 @@ def test_out_of_memory_retries_with_smaller_tiles():
     img = photo(256, 256)
     small = _SmallMemory(tiny_model(), 100 * 100)
     with pytest.warns(RuntimeWarning, match="out of memory"):
-        r = Deblurrer(small, "cpu", "fp32", tile=0, tile_overlap=16)(img)
+        r = Deblurrer(small, device="cpu", precision="fp32", tile=0, tile_overlap=16)(img)
     assert r.tile_size <= 96 and r.tiles > 1
-    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img)
+    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img)
     assert np.abs(r.image.astype(int) - ref.image.astype(int)).max() <= 3
 
     hopeless = _SmallMemory(tiny_model(), 10)
     with pytest.raises(DeviceError, match="out of memory"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Deblurrer(hopeless, "cpu", "fp32", tile=0)(img)
+        Deblurrer(hopeless, device="cpu", precision="fp32", tile=0)(img)
 
 
 def test_devices_and_precisions():
@@ -151,9 +144,11 @@ def test_devices_and_precisions():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     img = photo(96, 128)
-    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0)(img).image.astype(int)
+    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img).image.astype(int)
     for precision in ("fp32", "auto"):
-        got = Deblurrer(tiny_model(), "cuda", precision, tile=64, tile_overlap=16)(img).image.astype(int)
+        got = Deblurrer(tiny_model(), device="cuda", precision=precision, tile=64, tile_overlap=16)(img).image.astype(
+            int
+        )
         assert np.abs(got - ref).mean() < 2
 
 
@@ -173,12 +168,12 @@ def test_fast_path_switches_agree_with_the_plain_path():
     img = photo(96, 128)
     torch.manual_seed(3)
     model = MIMOUNet(2, 16)
-    plain = Deblurrer(copy.deepcopy(model), "cpu", "fp32", tile=0, channels_last=False)
+    plain = Deblurrer(copy.deepcopy(model), device="cpu", precision="fp32", tile=0, channels_last=False)
     assert not plain.channels_last and plain.settings["precision"] == "fp32"
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     ref = plain.run_tensor(x)[0][2]
     for precision, tol in (("fp32", 1e-5), ("bf16", 1e-2)):
-        fast = Deblurrer(copy.deepcopy(model), "cpu", precision, tile=0, channels_last=True)
+        fast = Deblurrer(copy.deepcopy(model), device="cpu", precision=precision, tile=0, channels_last=True)
         got = fast.run_tensor(x)[0][2]
         assert float((got - ref).norm() / ref.norm()) < tol, precision
     # uint8 input scaled on the device equals float input scaled on the host
@@ -194,22 +189,22 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     x = torch.from_numpy(photo(32, 48)).permute(2, 0, 1)[None]
-    d = Deblurrer(tiny_model(), "cpu", "fp32", tile=0, compile=True)
+    d = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0, compile=True)
     assert d.compiled and d.settings["compile"] is True
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*running eager"):
         got = d.run_tensor(x)[0][2]
     assert not d.compiled
-    assert torch.equal(got, Deblurrer(tiny_model(), "cpu", "fp32", tile=0).run_tensor(x)[0][2])
+    assert torch.equal(got, Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).run_tensor(x)[0][2])
 
 
 @pytest.mark.slow
 def test_compiled_network_matches_eager():
     """A real torch.compile (inductor, weights frozen) gives what eager gives, batch and all."""
     frames = np.stack([photo(32, 48), photo(32, 48, seed=1)])
-    eager = Deblurrer(tiny_model(), "cpu", "fp32", tile=0).frames(frames)
+    eager = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).frames(frames)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
-        d = Deblurrer(tiny_model(), "cpu", "fp32", tile=0, compile=True)
+        d = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0, compile=True)
         got = d.frames(frames)
         again = d.frames(frames[::-1].copy())
     assert d.compiled
@@ -224,9 +219,9 @@ def test_cuda_fast_path_matches_cpu_fp32():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     frames = np.stack([photo(64, 96), photo(64, 96, seed=1)])
-    ref = Deblurrer(tiny_model(), "cpu", "fp32", tile=0).frames(frames)
+    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).frames(frames)
     for compile in (False, True):
-        d = Deblurrer(tiny_model(), "cuda", "auto", tile=0, compile=compile)
+        d = Deblurrer(tiny_model(), device="cuda", precision="auto", tile=0, compile=compile)
         got = d.frames(frames)
         assert d.compiled == compile
         for a, b in zip(ref, got, strict=True):
@@ -234,25 +229,29 @@ def test_cuda_fast_path_matches_cpu_fp32():
 
 
 def test_auto_compile_is_settled_by_the_workload(monkeypatch):
-    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile="auto").plan(10**6, 720, 1280)  # never on CPU
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").plan(
+        10**6, 720, 1280
+    )  # never on CPU
     monkeypatch.setitem(engine.COMPILE_MIN_PIXELS, "cpu", 50 * 1280 * 720)  # as CUDA's rule works
-    d = Deblurrer(tiny_model(), "cpu", "fp32", compile="auto")
+    d = Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto")
     assert not d.compiled and d.settings["compile"] == "auto"
     assert not d.plan(20, 720, 1280)  # 20 frames of 720p: compiling would not pay
     assert d.settings["compile"] is False
-    d = Deblurrer(tiny_model(), "cpu", "fp32", compile="auto")
+    d = Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto")
     assert d.plan(200, 720, 1280) and d.compiled and d.settings["compile"] is True
-    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile="auto").plan(None, 720, 1280)  # unknown length
-    assert not Deblurrer(tiny_model(), "cpu", "fp32", compile=False).plan(10**6, 720, 1280)
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").plan(
+        None, 720, 1280
+    )  # unknown length
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile=False).plan(10**6, 720, 1280)
     with pytest.raises(ValueError, match="compile must be"):
-        Deblurrer(tiny_model(), "cpu", compile="yes")
+        Deblurrer(tiny_model(), device="cpu", compile="yes")
 
 
 def test_reusing_freed_memory_keeps_every_allocation_working():
     import platform
     import threading
 
-    from mimocli.engine import freed_memory_reused, reuse_freed_memory
+    from mimocli.device import freed_memory_reused, reuse_freed_memory
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert reuse_freed_memory() == glibc
@@ -284,6 +283,6 @@ def test_channels_last_switch_sets_the_layout_the_network_sees():
             return self.net(x)
 
     frames = np.stack([photo(32, 48)])  # arrives as an NHWC view
-    Deblurrer(Probe(), "cpu", "fp32", tile=0, channels_last=False).frames(frames)
-    Deblurrer(Probe(), "cpu", "fp32", tile=0, channels_last=True).frames(frames)
+    Deblurrer(Probe(), device="cpu", precision="fp32", tile=0, channels_last=False).frames(frames)
+    Deblurrer(Probe(), device="cpu", precision="fp32", tile=0, channels_last=True).frames(frames)
     assert seen == [False, True]

@@ -179,7 +179,7 @@ def test_bundled_model_on_the_real_pairs_offline(shared, monkeypatch):
     from mimocli.weights import load_weights
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    deblurrer = Deblurrer(load_weights("lite").model, "cpu", "fp32", tile=0)
+    deblurrer = Deblurrer(load_weights("lite").model, device="cpu", precision="fp32", tile=0)
     gains = []
     for pair in find_pairs(shared / "data" / "pairs"):
         record = evaluate_pair(pair, deblurrer)

@@ -99,7 +99,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 def test_rounding_not_truncation(tmp_path):
     import torch
 
-    from mimocli.engine import from_tensor
+    from mimocli.pixels import from_tensor
 
     t = torch.full((1, 3, 2, 2), 0.5)  # 127.5 rounds to 128 (even) and 0.998 * 255 = 254.49 to 254
     assert from_tensor(t, np.dtype(np.uint8))[0, 0, 0] == 128

@@ -60,8 +60,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_tiled_agrees_with_untiled_tiny_model():
     img = photo(150, 230)
     model = tiny_model()
-    whole = Deblurrer(model, "cpu", "fp32", tile=0)(img)
-    tiled = Deblurrer(model, "cpu", "fp32", tile=64, tile_overlap=32)(img)
+    whole = Deblurrer(model, device="cpu", precision="fp32", tile=0)(img)
+    tiled = Deblurrer(model, device="cpu", precision="fp32", tile=64, tile_overlap=32)(img)
     assert tiled.tiles > 4 and whole.tiles == 1
     assert tiled.image.shape == whole.image.shape == img.shape
     assert _psnr(tiled.image, whole.image) > 50
@@ -80,8 +80,8 @@ def test_tiled_agrees_with_untiled_across_borders(shared):
         {k: v.float() for k, v in load_file(shared / "reference" / "mimo_unet_random.safetensors").items()}
     )
     img = cv2.imread(str(shared / "data/pairs/gopro_flower/blur.png"))[:, :, ::-1][200:400, 300:620].copy()
-    whole = Deblurrer(model, "cpu", "fp32", tile=0)(img)
-    tiled = Deblurrer(model, "cpu", "fp32", tile=128, tile_overlap=32)(img)
+    whole = Deblurrer(model, device="cpu", precision="fp32", tile=0)(img)
+    tiled = Deblurrer(model, device="cpu", precision="fp32", tile=128, tile_overlap=32)(img)
     assert tiled.tiles >= 6
     assert _psnr(tiled.image, whole.image) > 55
     diff = np.abs(tiled.image.astype(int) - whole.image.astype(int))

@@ -283,8 +283,8 @@ def test_frame_folder_in_video_out_and_frames_out(tmp_path, weights):
 def test_batches_give_the_frames_one_at_a_time_gives():
     torch_model = MIMOUNet(1, 8).eval()
     frames = np.stack([picture(i, 36, 52) for i in range(3)])
-    d = Deblurrer(torch_model, "cpu", "fp32", 0)
-    full, half, quarter = d.frames(frames)
+    d = Deblurrer(torch_model, device="cpu", precision="fp32", tile=0)
+    quarter, half, full = d.frames(frames)
     assert full.shape == (3, 36, 52, 3) and half.shape == (3, 18, 26, 3) and quarter.shape == (3, 9, 13, 3)
     for i in range(3):
         single = d(frames[i])
@@ -295,8 +295,8 @@ def test_batches_give_the_frames_one_at_a_time_gives():
 def test_library_api_batches_and_progress(tmp_path):
     src = make_clip(tmp_path / "in.mp4", frames=7, audio=None)
     seen: list[tuple[int, int | None]] = []
-    d = Deblurrer(MIMOUNet(1, 8), "cpu", "fp32")
-    s = deblur_video(src, tmp_path / "o.mp4", d, VideoOptions(batch=3, checkpoint=4), lambda a, b: seen.append((a, b)))
+    d = Deblurrer(MIMOUNet(1, 8), device="cpu", precision="fp32", batch=3)
+    s = deblur_video(src, tmp_path / "o.mp4", d, VideoOptions(checkpoint=4), lambda a, b: seen.append((a, b)))
     assert (s.frames, s.deblurred, s.resumed) == (7, 7, 0)
     assert seen[0] == (0, 7) and seen[-1] == (7, 7)
     assert [a for a, _ in seen] == [0, 3, 4, 7]  # batches stop at the checkpoint after frame 4
@@ -465,7 +465,7 @@ def test_outputs_are_never_clobbered(tmp_path, weights):
     src = make_clip(tmp_path / "in.mp4", frames=3, audio=None)
     before = src.read_bytes()
     with pytest.raises(OutputError, match="is the input"):
-        deblur_video(src, src, Deblurrer(MIMOUNet(1, 8), "cpu"))
+        deblur_video(src, src, Deblurrer(MIMOUNet(1, 8), device="cpu"))
     (tmp_path / "taken.mp4").write_bytes(b"precious")
     r = run("video", src, tmp_path / "taken.mp4", "-w", weights, "--quiet")
     assert r.exit_code == 1 and "already exists" in r.stderr and "--overwrite" in r.stderr

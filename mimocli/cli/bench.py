@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mimocli.errors import MimoError
 from mimocli.registry import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
+from mimocli.settings import RunSettings
 
 if TYPE_CHECKING:
     from mimocli.bench import BenchResult
@@ -43,7 +44,7 @@ def machine() -> dict[str, Any]:
     """What the figures depend on besides the code."""
     import torch
 
-    from mimocli.engine import cpu_has_native_bf16
+    from mimocli.device import cpu_has_native_bf16
 
     info: dict[str, Any] = {
         "torch": torch.__version__,
@@ -92,6 +93,7 @@ def _table(results: list[BenchResult]) -> Table:
 
 
 @app.command()
+@options.run_options(omit=("tile", "tile_overlap", "ensemble", "compile"), fixed={"tile": 0})
 def bench(
     variant: str = typer.Option(
         DEFAULT_VARIANT,
@@ -100,16 +102,11 @@ def bench(
         callback=options.parse_variant_or_all,
         help="base, plus, plusplus, any variant name, or all (base and plus).",
     ),
-    device: str = options.DEVICE,
-    precision: str = options.PRECISION,
+    run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
     sizes: list[str] = typer.Option(["1280x720"], "--size", "-s", help="Frame size WxH; repeat for several."),
-    batch: int = typer.Option(1, "--batch", "-b", min=1, help="Frames per forward pass."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed calls first (compilation happens here)."),
     iters: int = typer.Option(5, "--iters", "-n", min=1, help="Timed calls; median and p90 over them."),
-    channels_last: bool | None = options.CHANNELS_LAST,
     compile: bool | None = options.compile_option("off; with --video as for mimo video"),
-    threads: int = options.THREADS,
-    reuse_memory: bool = options.REUSE_MEMORY,
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Also time the eager fp32 NCHW baseline for the speed-up."
     ),
@@ -137,26 +134,14 @@ def bench(
     from mimocli.images import read_image
     from mimocli.weights import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
+    if run.threads:
+        torch.set_num_threads(run.threads)
     frame_sizes = [parse_size(s) for s in sizes]
     with fail_on_error():
         chosen = variants_for(variant)
     if video is not None:
-        _bench_video(
-            video,
-            chosen[0],
-            weights,
-            device,
-            precision,
-            channels_last,
-            "auto" if compile is None else compile,
-            batch,
-            duration,
-            as_json,
-            quiet,
-            reuse_memory,
-        )
+        video_run = run.replace(compile="auto" if compile is None else compile)
+        _bench_video(video, chosen[0], weights, video_run, duration, as_json, quiet)
         return
     pixels = None
     if image is not None:
@@ -178,17 +163,12 @@ def bench(
             try:
                 results = bench_suite(
                     cases,
-                    device,
-                    precision,
-                    batch,
+                    run.replace(compile=bool(compile)),
                     warmup,
                     iters,
-                    channels_last,
-                    bool(compile),
                     baseline,
                     pixels,
-                    reuse_memory,
-                    lambda text: progress.update(task, description=text),
+                    on_progress=lambda text: progress.update(task, description=text),
                 )
             except MimoError as e:
                 report(e)
@@ -212,18 +192,14 @@ def _bench_video(
     path: Path,
     variant: Variant,
     weights: str | None,
-    device: str,
-    precision: str,
-    channels_last: bool | None,
-    compile: bool | str,
-    batch: int,
+    run: RunSettings,
     duration: str | None,
     as_json: bool,
     quiet: bool,
-    reuse_memory: bool,
 ) -> None:
     from mimocli.bench import bench_video, random_model
-    from mimocli.engine import Deblurrer, reuse_freed_memory
+    from mimocli.device import reuse_freed_memory
+    from mimocli.engine import Deblurrer
     from mimocli.video import VideoOptions
     from mimocli.weights import load_model
 
@@ -233,12 +209,10 @@ def _bench_video(
             if weights
             else random_model(variant.num_res, base_channel=variant.base_channel)
         )
-        deblurrer = Deblurrer(
-            model, device, precision, ensemble=variant.ensemble, channels_last=channels_last, compile=compile
-        )
-    if deblurrer.device.type == "cpu" and reuse_memory:
+        deblurrer = Deblurrer(model, run.replace(ensemble=variant.ensemble, tile="auto"))
+    if deblurrer.device.type == "cpu" and run.reuse_memory:
         reuse_freed_memory()
-    opts = VideoOptions(batch=batch, end=parse_time(duration))
+    opts = VideoOptions(end=parse_time(duration))
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)
         task = progress.add_task(f"[bold]{escape(path.name)}", total=None)

@@ -12,55 +12,40 @@ import typer
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-from mimocli.atomic import remove_stale_parts
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.settings import DEFAULT_MAX_PIXELS, FORMATS, READ_ONLY, READABLE
+from mimocli.settings import DEFAULT_MAX_PIXELS, RunSettings
 
 if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
     from mimocli.engine import Deblurrer
+    from mimocli.photos import PhotoOptions
     from mimocli.weights import LoadedWeights
 
 from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
 
 
-def parse_tile(value: str) -> int | str:
-    v = value.strip().lower()
-    if v == "auto":
-        return "auto"
-    if v.isdigit():
-        return int(v)
-    raise typer.BadParameter(f"{value!r}: use auto, 0 (no tiling) or a size in pixels such as 512")
-
-
 def make_deblurrer(
     variant: str | None,
     weights: str | None,
     cache_dir: Path | None,
-    device: str,
-    precision: str,
-    tile: int | str,
-    tile_overlap: int,
-    ensemble: bool,
+    run: RunSettings,
     quiet: bool,
-    channels_last: bool | None = None,
-    compile: bool | str = False,
-    threads: int = 0,
-    reuse_memory: bool = True,
     verbose: bool = False,
 ) -> tuple[Deblurrer, LoadedWeights]:
     """Load the weights (with a download bar) and set up the Deblurrer; errors exit 1. Without
     --variant and --weights, the default variant or, where it cannot be had, the bundled model
-    with a warning."""
+    with a warning. The process-wide choices (threads, reused memory) are made here, by the
+    command, not by the library."""
     import torch
 
-    from mimocli.engine import Deblurrer, reuse_freed_memory
+    from mimocli.device import reuse_freed_memory
+    from mimocli.engine import Deblurrer
     from mimocli.weights import load_weights
 
-    if threads:
-        torch.set_num_threads(threads)
+    if run.threads:
+        torch.set_num_threads(run.threads)
     with fail_on_error(), warnings_to_stderr(quiet):
         dl, update = byte_progress(quiet)
         with dl:
@@ -73,8 +58,8 @@ def make_deblurrer(
                 UserWarning,
                 stacklevel=1,
             )
-        d = Deblurrer(model, device, precision, tile, tile_overlap, ensemble or v.ensemble, channels_last, compile)
-    if d.device.type == "cpu" and reuse_memory:
+        d = Deblurrer(model, run)
+    if d.device.type == "cpu" and run.reuse_memory:
         reuse_freed_memory()
     if verbose:
         tile_text = "auto (fits free memory)" if d.tile is None else f"{d.tile} px" if d.tile else "none (whole images)"
@@ -95,6 +80,7 @@ def say(text: str) -> None:
 
 
 @app.command()
+@options.run_options(omit=("batch",))
 def deblur(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
     output: str | None = typer.Option(
@@ -106,15 +92,7 @@ def deblur(
     variant: str | None = options.VARIANT,
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
-    device: str = options.DEVICE,
-    precision: str = options.PRECISION,
-    channels_last: bool | None = options.CHANNELS_LAST,
-    compile: bool | None = options.compile_option("off"),
-    threads: int = options.THREADS,
-    reuse_memory: bool = options.REUSE_MEMORY,
-    tile: str = options.TILE,
-    tile_overlap: int = options.TILE_OVERLAP,
-    ensemble: bool = options.ENSEMBLE,
+    run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
     save_scales: bool = typer.Option(
         False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."
     ),
@@ -133,11 +111,11 @@ def deblur(
     ),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
-    from mimocli.images import read_image, side_by_side, write_like
+    from mimocli.photos import PhotoOptions, deblur_image
 
-    tile_value = parse_tile(tile)
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
+    photo = PhotoOptions(overwrite, skip_existing, save_scales, compare, quality, max_pixels)
     try:
         jobs = plan_jobs(inputs, output, recursive)
     except ValueError as e:
@@ -153,108 +131,56 @@ def deblur(
             )
     sources = {j.input.resolve() for j in jobs}
     if dry_run:
-        _dry_run(jobs, sources, overwrite, skip_existing, save_scales, compare, as_json)
+        _dry_run(jobs, sources, photo, as_json)
         return
 
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    deblurrer: Deblurrer | None = None
-    used: dict[str, str] = {}
+    loaded: list[tuple[Deblurrer, LoadedWeights]] = []
+
+    def model() -> Deblurrer:  # loaded with the first image that reads, not before
+        if not loaded:
+            loaded.append(make_deblurrer(variant, weights, cache_dir, run, quiet, verbose))
+        return loaded[0][0]
+
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
         with progress:
             files_task = progress.add_task("files", total=len(jobs))
             tiles_task = progress.add_task("tiles", total=None, visible=False)
+
+            def on_tiles(done: int, total: int) -> None:
+                progress.update(tiles_task, completed=done, total=total, visible=total > 1)
+
             for job in jobs:
                 progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
                 try:
-                    status = _check(job, sources, overwrite, skip_existing, compare)
-                    if status == "skip":
-                        counts["skipped"] += 1
-                        _emit(as_json, job, "skipped", None)
-                        continue
-                    image = read_image(job.input, max_pixels)
-                    if job.input.suffix.lower() in READ_ONLY and job.output.suffix == ".png":
-                        bits = "16-bit " if image.pixels.dtype.itemsize == 2 else ""
-                        warnings.warn(
-                            f"{job.input}: {job.input.suffix} cannot be written; writing {bits}PNG {job.output.name}",
-                            UserWarning,
-                            stacklevel=1,
-                        )
-                    if deblurrer is None:
-                        deblurrer, loaded = make_deblurrer(
-                            variant,
-                            weights,
-                            cache_dir,
-                            device,
-                            precision,
-                            tile_value,
-                            tile_overlap,
-                            ensemble,
-                            quiet,
-                            channels_last,
-                            bool(compile),
-                            threads,
-                            reuse_memory,
-                            verbose,
-                        )
-                        used = loaded.to_dict()
-
-                    def on_tiles(done: int, total: int) -> None:
-                        progress.update(tiles_task, completed=done, total=total, visible=total > 1)
-
-                    t0 = time.perf_counter()
-                    result = deblurrer(image.pixels, on_tiles)
-                    job.output.parent.mkdir(parents=True, exist_ok=True)
-                    write_like(job.output, result.image, image, quality)
-                    if save_scales:
-                        for s, path in job.scales.items():
-                            write_like(path, result.scales[s], image)
-                    if compare and job.compare is not None:
-                        name = used.get("variant", "")
-                        both = side_by_side(image.pixels, result.image, ("blurry input", f"deblurred ({name})"))
-                        write_like(job.compare, both, image, quality)
-                    for t in targets(job, save_scales, compare):
-                        remove_stale_parts(t)  # left by a run that was killed while writing it
-                    if verbose:
-                        h, w = result.image.shape[:2]
-                        tiles = f"{result.tiles} tiles of {result.tile_size} px" if result.tiles > 1 else "whole"
-                        say(f"{job.input}: {w}x{h}, {tiles}, {time.perf_counter() - t0:.2f} s")
-                    counts["ok"] += 1
-                    h, w = result.image.shape[:2]
-                    _emit(
-                        as_json,
-                        job,
-                        "ok",
-                        {
-                            "width": w,
-                            "height": h,
-                            "tiles": result.tiles,
-                            "seconds": round(time.perf_counter() - t0, 3),
-                            "fp32_fallbacks": result.fp32_fallbacks,
-                            "weights": used,
-                        },
-                        save_scales,
-                        compare,
-                    )
-                except (ImageError, OutputError) as e:
+                    result = deblur_image(job, model, photo, sources, on_tiles, lambda: loaded[0][1].variant.name)
+                except MimoError as e:
                     counts["failed"] += 1
                     report(e)
                     _emit(as_json, job, "failed", {"error": str(e)})
-                except MimoError as e:  # the network failed on this file (out of memory, NaN output)
-                    counts["failed"] += 1
-                    report(MimoError(f"{job.input}: {e.message}", e.hint))
-                    _emit(as_json, job, "failed", {"error": f"{job.input}: {e}"})
-                except OSError as e:
-                    counts["failed"] += 1
-                    if isinstance(e, (FileExistsError, NotADirectoryError)):  # from making the folder
-                        report(f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way")
-                    else:
-                        report(f"{job.output}: cannot write ({e.strerror or e})")
-                    _emit(as_json, job, "failed", {"error": str(e)})
+                    continue
                 finally:
                     progress.update(files_task, advance=1)
                     progress.update(tiles_task, visible=False)
+                if result.status == "skipped":
+                    counts["skipped"] += 1
+                    _emit(as_json, job, "skipped", None)
+                    continue
+                counts["ok"] += 1
+                if verbose:
+                    tiles = f"{result.tiles} tiles of {result.tile_size} px" if result.tiles > 1 else "whole"
+                    say(f"{job.input}: {result.width}x{result.height}, {tiles}, {result.seconds:.2f} s")
+                info = {
+                    "width": result.width,
+                    "height": result.height,
+                    "tiles": result.tiles,
+                    "seconds": round(result.seconds, 3),
+                    "fp32_fallbacks": result.fp32_fallbacks,
+                    "weights": loaded[0][1].to_dict(),
+                }
+                _emit(as_json, job, "ok", info, save_scales, compare)
     if not quiet:
         seconds = time.perf_counter() - started
         extra = ", ".join(f"{n} {k}" for k, n in counts.items() if k != "ok" and n)
@@ -265,22 +191,16 @@ def deblur(
         raise typer.Exit(1)
 
 
-def _dry_run(
-    jobs: list[Job],
-    sources: set[Path],
-    overwrite: bool,
-    skip_existing: bool,
-    scales: bool,
-    compare: bool,
-    as_json: bool,
-) -> None:
+def _dry_run(jobs: list[Job], sources: set[Path], photo: PhotoOptions, as_json: bool) -> None:
     """One line per input: what it would be written to, or why it would be skipped or fail. No
     model is loaded and no image decoded; exit 1 when something would fail."""
+    from mimocli.photos import check_job
+
     failed = 0
     for job in jobs:
-        written = [str(t) for t in targets(job, scales, compare)]
+        written = [str(t) for t in targets(job, photo.save_scales, photo.compare)]
         try:
-            status = "skip" if _check(job, sources, overwrite, skip_existing, compare) == "skip" else "write"
+            status = "skip" if check_job(job, photo, sources) == "skip" else "write"
             reason = "exists" if status == "skip" else ""
         except (ImageError, OutputError) as e:
             status, reason = "fail", str(e)
@@ -296,33 +216,6 @@ def _dry_run(
             report(reason)
     if failed:
         raise typer.Exit(1)
-
-
-def _check(job: Job, sources: set[Path], overwrite: bool, skip_existing: bool, compare: bool = False) -> str:
-    """'run' or 'skip'. Raises ImageError/OutputError for a job that must not run."""
-    if job.error:
-        raise ImageError(f"{job.input}: {job.error}")
-    from mimocli.images import format_for
-
-    if job.output.suffix.lower() not in FORMATS and job.output.suffix.lower() == job.input.suffix.lower():
-        kind = job.input.suffix or "a file without an extension"
-        raise ImageError(
-            f"{job.input}: {kind} is not an image type mimo reads", f"use one of {', '.join(sorted(READABLE))}"
-        )
-    format_for(job.output)  # an output of a type we cannot write fails this file, not the batch
-    extra = [job.compare] if compare and job.compare is not None else []
-    for t in targets(job, True, compare):
-        if t.resolve() in sources:
-            raise OutputError(f"{t}: is an input; refusing to write over it", "choose another -o")
-    if job.output.exists():
-        if skip_existing:
-            return "skip"
-        if not overwrite:
-            raise OutputError(f"{job.output}: already exists", "pass --overwrite to replace it or --skip-existing")
-    for t in extra:
-        if t.exists() and not overwrite:
-            raise OutputError(f"{t}: already exists", "pass --overwrite to replace it")
-    return "run"
 
 
 def _emit(

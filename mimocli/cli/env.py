@@ -23,7 +23,7 @@ def environment() -> dict[str, Any]:
     import av
     import torch
 
-    from mimocli.engine import cpu_has_native_bf16
+    from mimocli.device import cpu_has_native_bf16
     from mimocli.weights import cache_dir, cache_listing
 
     info: dict[str, Any] = {

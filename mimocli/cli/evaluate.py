@@ -16,12 +16,13 @@ from rich.table import Table
 
 from mimocli.atomic import write_bytes_atomic
 from mimocli.errors import ImageError, OutputError
+from mimocli.settings import RunSettings
 
 if TYPE_CHECKING:
     from mimocli.evaluate import EvalRecord, EvalSummary
 
 from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
-from .deblur import make_deblurrer, parse_tile
+from .deblur import make_deblurrer
 
 CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "blur_psnr", "blur_ssim", "seconds")
 
@@ -42,6 +43,16 @@ def csv_text(records: list[EvalRecord], summary: EvalSummary) -> str:
 
 
 @app.command("eval")
+@options.run_options(
+    precision=typer.Option(
+        "fp32",
+        "--precision",
+        "-p",
+        callback=options.parse_precision,
+        help="fp32 by default, as the paper measured; auto, bf16 or fp16 to see what they cost.",
+    ),
+    omit=("compile", "tile_overlap", "batch"),
+)
 def eval_command(
     data: Path = typer.Argument(
         ..., help="Folder of pairs: SEQ/blur/*.png with SEQ/sharp/*.png (GoPro), or blur/ and sharp/."
@@ -49,19 +60,7 @@ def eval_command(
     variant: str | None = options.VARIANT,
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
-    device: str = options.DEVICE,
-    precision: str = typer.Option(
-        "fp32",
-        "--precision",
-        "-p",
-        callback=options.parse_precision,
-        help="fp32 by default, as the paper measured; auto, bf16 or fp16 to see what they cost.",
-    ),
-    channels_last: bool | None = options.CHANNELS_LAST,
-    threads: int = options.THREADS,
-    reuse_memory: bool = options.REUSE_MEMORY,
-    tile: str = options.TILE,
-    ensemble: bool = options.ENSEMBLE,
+    run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write the per-image scores to this CSV file."),
     as_json: bool = typer.Option(False, "--json", help="Print per-image scores and means as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings."),
@@ -73,26 +72,11 @@ def eval_command(
     """
     from mimocli.evaluate import EvalSummary, evaluate, find_pairs  # torch, OpenCV: when it runs
 
-    tile_value = parse_tile(tile)
     with fail_on_error():
         pairs = find_pairs(data)
         if csv_path is not None and csv_path.is_dir():
             raise OutputError(f"{csv_path}: is a folder", "give --csv a file name such as scores.csv")
-    deblurrer, loaded = make_deblurrer(
-        variant,
-        weights,
-        cache_dir,
-        device,
-        precision,
-        tile_value,
-        64,
-        ensemble,
-        quiet,
-        channels_last,
-        False,
-        threads,
-        reuse_memory,
-    )
+    deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet)
     records: list[EvalRecord] = []
     failed = 0
     with warnings_to_stderr(quiet):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
 from mimocli.errors import WeightsError
 from mimocli.registry import get_variant
-from mimocli.settings import PRECISIONS
+from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, RunSettings
 
 
 def parse_precision(value: str) -> str:
@@ -68,7 +72,7 @@ REUSE_MEMORY = typer.Option(
     help="On CPU, keep freed memory for reuse instead of returning it to the system (glibc): 20% faster at 720p.",
 )
 TILE = typer.Option("auto", "--tile", "-t", help="Tile side in pixels; auto fits free memory; 0 never tiles.")
-TILE_OVERLAP = typer.Option(64, "--tile-overlap", min=0, help="Overlap between tiles in pixels.")
+TILE_OVERLAP = typer.Option(DEFAULT_OVERLAP, "--tile-overlap", min=0, help="Overlap between tiles in pixels.")
 ENSEMBLE = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (MIMO-UNet++); 8x slower.")
 THREADS = typer.Option(0, "--threads", min=0, help="CPU threads for the network; 0: one per physical core.")
 
@@ -85,3 +89,79 @@ def compile_option(default_help: str) -> bool | None:
 VERBOSE = typer.Option(
     False, "--verbose", "-v", help="Say the device, precision, tile size and weights used (file and sha256)."
 )
+BATCH = typer.Option(1, "--batch", "-b", min=1, help="Frames per forward pass.")
+
+
+def parse_tile(value: str) -> int | str:
+    v = value.strip().lower()
+    if v == "auto":
+        return "auto"
+    if v.isdigit():
+        return int(v)
+    raise typer.BadParameter(f"{value!r}: use auto, 0 (no tiling) or a size in pixels such as 512")
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def run_options(
+    *,
+    compile_default: bool | str = False,
+    compile_help: str = "off",
+    precision: Any = PRECISION,
+    omit: tuple[str, ...] = (),
+    fixed: dict[str, Any] | None = None,
+) -> Callable[[Command], Command]:
+    """Give a command the options of a RunSettings, and the command one ``run: RunSettings``
+    argument built from them. The options take the place of ``run`` in the command's signature
+    (and so in its --help). ``omit`` leaves options out, ``fixed`` gives what those take instead;
+    --compile left unset means ``compile_default``."""
+    declared: dict[str, tuple[Any, Any]] = {
+        "device": (str, DEVICE),
+        "precision": (str, precision),
+        "channels_last": (bool | None, CHANNELS_LAST),
+        "compile": (bool | None, compile_option(compile_help)),
+        "threads": (int, THREADS),
+        "reuse_memory": (bool, REUSE_MEMORY),
+        "tile": (str, TILE),
+        "tile_overlap": (int, TILE_OVERLAP),
+        "ensemble": (bool, ENSEMBLE),
+        "batch": (int, BATCH),
+    }
+    offered = {name: spec for name, spec in declared.items() if name not in omit}
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command)
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            if p.name != "run":
+                params.append(p)
+                continue
+            params += [
+                inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+                for name, (kind, option) in offered.items()
+            ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in offered}
+            kwargs["run"] = make_run_settings(values, compile_default, fixed or {})
+            return command(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "run"}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def make_run_settings(values: dict[str, Any], compile_default: bool | str, fixed: dict[str, Any]) -> RunSettings:
+    values = {**fixed, **values}
+    if "tile" in values and isinstance(values["tile"], str):
+        values["tile"] = parse_tile(values["tile"])
+    if values.get("compile") is None:
+        values["compile"] = compile_default
+    try:
+        return RunSettings(**values)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None

@@ -74,7 +74,7 @@ def train_command(
     import torch  # and the rest: imported when the command runs, not for --help
 
     from mimocli.arch import MIMOUNet
-    from mimocli.engine import resolve_device, reuse_freed_memory
+    from mimocli.device import resolve_device, reuse_freed_memory
     from mimocli.train import TrainOptions, train
     from mimocli.weights import load_model
 

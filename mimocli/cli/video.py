@@ -13,10 +13,10 @@ from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedC
 from rich.text import Text
 
 from mimocli.errors import MimoError
-from mimocli.settings import DEFAULT_CHECKPOINT
+from mimocli.settings import DEFAULT_CHECKPOINT, RunSettings
 
 from . import app, err, options, out, progress_bar, report, warnings_to_stderr
-from .deblur import make_deblurrer, parse_tile, say
+from .deblur import make_deblurrer, say
 
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
 
@@ -63,6 +63,7 @@ class FpsColumn(ProgressColumn):
 
 
 @app.command()
+@options.run_options(compile_default="auto", compile_help="auto: when the video is long enough to repay it")
 def video(
     input: Path = typer.Argument(..., help="Video file, or a folder of frames.", show_default=False),
     output: Path = typer.Argument(
@@ -71,16 +72,7 @@ def video(
     variant: str | None = options.VARIANT,
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
-    device: str = options.DEVICE,
-    precision: str = options.PRECISION,
-    channels_last: bool | None = options.CHANNELS_LAST,
-    compile: bool | None = options.compile_option("auto: when the video is long enough to repay it"),
-    threads: int = options.THREADS,
-    reuse_memory: bool = options.REUSE_MEMORY,
-    tile: str = options.TILE,
-    tile_overlap: int = options.TILE_OVERLAP,
-    ensemble: bool = options.ENSEMBLE,
-    batch: int = typer.Option(1, "--batch", "-b", min=1, help="Frames per forward pass."),
+    run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
     codec: str | None = typer.Option(
         None, "--codec", "-c", help="h264, hevc, vp9, av1, ffv1, prores... Default: h264 (.webm: vp9)."
     ),
@@ -127,13 +119,11 @@ def video(
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
     from mimocli.video import VideoOptions, WorkDir, deblur_video  # PyAV and torch: when it runs
 
-    tile_value = parse_tile(tile)
     video_options = VideoOptions(
         codec=codec,
         crf=crf,
         preset=preset,
         pix_fmt=pix_fmt,
-        batch=batch,
         start=parse_time(start),
         end=parse_time(end),
         save_scales=save_scales,
@@ -172,22 +162,7 @@ def video(
         if plan.get("resumes_from"):
             out.print(f"  resumes after {plan['resumes_from']} finished frame(s)", markup=False)
         return
-    deblurrer, loaded = make_deblurrer(
-        variant,
-        weights,
-        cache_dir,
-        device,
-        precision,
-        tile_value,
-        tile_overlap,
-        ensemble,
-        quiet,
-        channels_last,
-        "auto" if compile is None else compile,
-        threads,
-        reuse_memory,
-        verbose,
-    )
+    deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)
     with warnings_to_stderr(quiet):
         first: list[int] = []
         progress = progress_bar(
@@ -213,7 +188,7 @@ def video(
             err.print(Text.assemble(("Interrupted", "bold red"), f": {output} was not written{kept}"))
             raise typer.Exit(130) from None
     if verbose:
-        tile = f"{deblurrer.tile} px tiles" if deblurrer.tile else "whole frames"
+        tile = f"{summary.tile} px tiles" if summary.tile else "whole frames"
         say(f"{summary.codec} {summary.pix_fmt}, {summary.width}x{summary.height}, {tile}")
     if as_json:
         out.print(json.dumps({**summary.to_dict(), "weights": loaded.to_dict()}), markup=False, highlight=False)

@@ -1,0 +1,179 @@
+"""The mux: the segments and every other stream of the input (audio, subtitles, data,
+attachments, chapters, metadata) into the output under a temporary name, renamed at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import warnings
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import av
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
+
+from mimocli.atomic import atomic_write
+from mimocli.errors import VideoError
+
+from .encoding import FORMATS, StreamSpec
+from .formats import has_alpha
+from .segments import WorkDir, read_segment
+from .source import VideoSource
+
+if TYPE_CHECKING:
+    from .source import Source
+
+
+def assemble(source: Source, work: WorkDir, outputs: list[Path], specs: list[StreamSpec], segments: int) -> int:
+    """Mux the segments (and the input's other streams, into the main output) under temporary
+    names, then rename them all. Returns how many streams were copied from the input."""
+    copied = 0
+    with contextlib.ExitStack() as stack:
+        for k, (path, spec) in enumerate(zip(outputs, specs, strict=True)):
+            f = stack.enter_context(atomic_write(path))
+            n = _mux(f, FORMATS[path.suffix.lower()], source if k == 0 else None, work, spec, k, segments)
+            if k == 0:
+                copied = n
+    return copied
+
+
+def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: StreamSpec, k: int, segments: int) -> int:
+    """Mux stream ``k`` of the segments, and with a VideoSource everything else it holds, into ``file``."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(av.open(file, "w", format=fmt, options=_muxer_options(source, fmt)))
+        video: Any = out.add_stream(spec.codec, rate=spec.rate)
+        spec.configure(video.codec_context)
+        video.time_base = spec.time_base
+        if has_alpha(spec.pix_fmt) and spec.codec in ("libvpx", "libvpx-vp9"):
+            video.metadata["alpha_mode"] = "1"  # WebM's AlphaMode: players then read the alpha side stream
+        others: Iterator[tuple[float, Any]] = iter(())
+        copied = 0
+        if isinstance(source, VideoSource):
+            src = stack.enter_context(av.open(str(source.path), metadata_errors="replace"))
+            out.metadata.update(_tags(src.metadata))
+            vin = src.streams[source.stream.index]
+            video.metadata.update(_tags(vin.metadata))
+            video.disposition = vin.disposition
+            if source.display_matrix:
+                video.set_display_matrix(source.display_matrix)
+            streams = _copy_streams(src, out, source, fmt)
+            copied = len(streams)
+            with contextlib.suppress(AttributeError, ValueError, av.error.FFmpegError):
+                chapters = src.chapters()
+                if chapters and source.start is None and source.end is None:
+                    out.set_chapters(chapters)
+            if streams:
+                cut = float(source.shift * source.time_base) if source.start is not None else None
+                others = _other_packets(src, streams, cut, source.end)
+        video_packets = _segment_packets(work, k, segments, spec.time_base, video)
+        for _t, packet in heapq.merge(video_packets, others, key=lambda item: item[0]):
+            out.mux(packet)
+    return copied
+
+
+def _muxer_options(source: Source | None, fmt: str) -> dict[str, str]:
+    """What the muxer takes from the input: an MP4/MOV's major brand (mp42, qt, a phone's own),
+    which FFmpeg would otherwise replace by isom."""
+    if not isinstance(source, VideoSource) or fmt not in ("mp4", "mov"):
+        return {}
+    brand = source.container.metadata.get("major_brand", "").strip()
+    return {"brand": brand} if len(brand) == 4 and brand.isprintable() else {}
+
+
+def _tags(metadata: dict[str, str]) -> dict[str, str]:
+    """Metadata to carry over: all but what the muxer writes itself."""
+    return {
+        k: v
+        for k, v in metadata.items()
+        if k.lower() not in ("encoder", "duration", "major_brand", "minor_version", "compatible_brands")
+    }
+
+
+def _copy_streams(src: Any, out: Any, source: VideoSource, fmt: str) -> dict[int, Any]:
+    """Output streams for every input stream but the deblurred one, by input index."""
+    streams: dict[int, Any] = {}
+    for s in src.streams:
+        if s.index == source.stream.index:
+            continue
+        try:
+            o = out.add_stream_from_template(s, opaque=True)
+        except (ValueError, av.error.FFmpegError) as e:
+            name = s.codec_context.name if s.codec_context is not None else s.type
+            what = f"{s.type} stream #{s.index} ({name})"
+            if s.type in ("data", "attachment"):
+                warnings.warn(f"{what} cannot be stored in {fmt}; left out", UserWarning, stacklevel=3)
+                continue
+            raise VideoError(
+                f"{source.path}: its {what} cannot be stored in {fmt} ({e})", "write .mkv, which holds every stream"
+            ) from None
+        o.metadata.update(_tags(s.metadata))
+        o.disposition = s.disposition
+        streams[s.index] = o
+    return streams
+
+
+def _segment_packets(work: WorkDir, k: int, segments: int, tb: Fraction, stream: Any) -> Iterator[tuple[float, Any]]:
+    last_dts: int | None = None
+    for i in range(segments):
+        _frames, records = read_segment(work.segment(i))
+        for s, pts, dts, duration, key, data, side in records:
+            if s != k:
+                continue
+            p = av.Packet(data)
+            for name, body in side:
+                sd = PacketSideData(packet_sidedata_type_from_literal(name), len(body))  # type: ignore[call-arg,arg-type]
+                memoryview(sd)[:] = body
+                sd.to_packet(p, move=True)
+            p.pts, p.duration, p.time_base = pts, duration, tb
+            if dts is not None and last_dts is not None and dts <= last_dts:
+                dts = last_dts + 1  # segments meet: keep decode times increasing
+            p.dts = dts
+            last_dts = dts
+            p.is_keyframe = key
+            p.stream = stream
+            yield float((dts if dts is not None else pts or 0) * tb), p
+
+
+def _other_packets(
+    src: Any, streams: dict[int, Any], cut: float | None, end: float | None
+) -> Iterator[tuple[float, Any]]:
+    """The input's packets of ``streams``, cut at ``cut`` seconds (the first deblurred frame's
+    time, which becomes 0) and at ``end``. Every stream is cut at that one instant: an audio
+    packet that straddles it, and the one before it (which primes AAC/MP3 decoders), keep their
+    true times, negative ones included, so that the muxer trims them (an MP4 edit list, Matroska's
+    shift of every stream alike) rather than squeezing them onto 0 and shifting the sound."""
+    before: dict[int, Any] = {}  # per audio stream: the last packet that ends before the cut
+    for p in src.demux(*(src.streams[i] for i in streams)):
+        if p.size == 0 and p.pts is None and p.dts is None:
+            continue  # the demuxer's end-of-stream marker
+        tb = p.time_base
+        t = p.pts if p.pts is not None else p.dts
+        audio = p.stream.type == "audio"
+        if t is not None and cut is not None and float((t + (p.duration or 0)) * tb) <= cut:
+            if audio:
+                before[p.stream_index] = p
+            continue
+        if t is not None and end is not None and float(t * tb) >= end:
+            continue
+        if cut is not None and (primer := before.pop(p.stream_index, None)) is not None:
+            yield _shifted(primer, cut, streams)
+        yield _shifted(p, cut, streams)
+
+
+def _shifted(p: Any, cut: float | None, streams: dict[int, Any]) -> tuple[float, Any]:
+    tb = p.time_base
+    if cut:
+        d = round(cut / tb)
+        if p.pts is not None:
+            p.pts -= d
+        if p.dts is not None:
+            p.dts -= d
+        if p.stream.type != "audio" and p.pts is not None and p.pts < 0:  # a subtitle shown since before
+            if p.duration:
+                p.duration = max(1, p.duration + p.pts)
+            p.dts = p.pts = 0
+    p.stream = streams[p.stream_index]
+    ts = p.dts if p.dts is not None else p.pts
+    return float((ts or 0) * tb), p

@@ -1,0 +1,364 @@
+"""The input video: demux, decode (with the alpha side stream of WebM), colour to RGB, timing,
+damaged and cut-short files; and opening a file or a folder of frames as a source."""
+
+from __future__ import annotations
+
+import heapq
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+
+from mimocli.errors import VideoError
+
+from .formats import SWS_FLAGS, YUVA8, Colour, alpha_view, bits, has_alpha
+from .options import VideoOptions
+
+_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}  # decoders that read WebM's alpha side stream
+DEFAULT_FPS = Fraction(25)  # frame folders, as FFmpeg's image2 demuxer assumes
+
+
+# Demuxers of raw elementary streams, which stamp frames at a default rate.
+RAW_VIDEO_FORMATS = frozenset(("h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo", "avs2", "avs3", "vc1", "obu"))
+
+
+@dataclass
+class Frame:
+    index: int  # position in the processed range, from 0
+    pts: int  # output timestamp in the source's time base
+    duration: int
+    pixels: np.ndarray | None  # (H,W,3) uint8 or uint16; None for frames an earlier run did
+    repaired: bool = False
+    alpha: np.ndarray | None = None  # (H,W) of the pixels' dtype: transparency, passed through untouched
+
+
+# -- sources -----------------------------------------------------------------------------------
+class VideoSource:
+    """A video file's first video stream, decoded to RGB frames. Raises VideoError on bad input."""
+
+    def __init__(
+        self,
+        path: Path,
+        start: float | None = None,
+        end: float | None = None,
+        repair: bool = False,
+        fps: Fraction | None = None,
+    ):
+        self.path = path
+        self.start, self.end, self.repair = start, end, repair
+        self.container = open_input(path)
+        streams = [s for s in self.container.streams.video if not is_cover(s)]
+        if not streams:
+            self.container.close()
+            raise VideoError(f"{path}: has no video stream", "pass a video file, or a folder of frames")
+        self.stream = streams[0]
+        ctx = self.stream.codec_context
+        if ctx is None or not ctx.is_decoder:
+            self.container.close()
+            raise VideoError(f"{path}: its video codec cannot be decoded by this FFmpeg", "convert it to H.264 first")
+        # Frame threads decode faster but report a damaged packet a few packets late, which
+        # would put a repaired frame at the wrong time: with --repair, slice threads only.
+        self.stream.thread_type = "SLICE" if repair else "AUTO"
+        self.time_base: Fraction = self.stream.time_base or Fraction(1, 90000)
+        self.width, self.height = ctx.width, ctx.height
+        self.pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
+        self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or DEFAULT_FPS)
+        # A raw elementary stream (.h264, .h265) has no container timestamps: the demuxer stamps
+        # it at a default 25 fps. Its frames are restamped at the rate it carries itself.
+        self.restamp: Fraction | None = None  # the demuxer's stamping rate, when restamped
+        if set(self.container.format.name.split(",")) & RAW_VIDEO_FORMATS:
+            self.restamp = self.rate
+            self.rate = self._raw_rate(ctx, fps)
+            self.demux_time_base, self.time_base = self.time_base, 1 / self.rate
+        elif fps is not None:
+            warnings.warn(f"{path}: --fps is ignored: the container times every frame itself", UserWarning, 2)
+        self.colour = Colour.of(ctx)
+        sar = self.stream.sample_aspect_ratio or ctx.sample_aspect_ratio
+        self.sar: Fraction | None = Fraction(sar) if sar and sar != 1 else None
+        if self.width <= 0 or self.height <= 0:
+            self.container.close()
+            raise VideoError(f"{path}: the video stream has no picture size", "the file may be damaged")
+        # Transparency: in the pixel format, or (VP8/VP9 in WebM) in a side stream that only
+        # libvpx's decoders read; FFmpeg's own would return opaque frames.
+        self.decoder: Any = None
+        if self.stream.metadata.get("alpha_mode") == "1" and ctx.name in _ALPHA_DECODERS:
+            self.decoder = av.CodecContext.create(_ALPHA_DECODERS[ctx.name], "r")
+            self.pix_fmt = "yuva420p"
+        self.alpha = has_alpha(self.pix_fmt)
+        self.deep = bits(self.pix_fmt) > 8
+        self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
+        self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
+        self.missing = 0  # frames the header promises past a cut (set when the packets run out)
+        first = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
+        if start is not None and start <= first + 1e-6 and not self.restamp:
+            self.start = None  # from the first frame on: the same as no --start, priming and all
+        header_end = self._header_end()
+        if start is not None and header_end is not None and start >= float(header_end * self.time_base):
+            length = self.seconds or 0.0
+            self.container.close()
+            raise VideoError(
+                f"{path}: --start {start:g} s is at or past the end of the video, which is {length:.2f} s long",
+                "pick an earlier --start",
+            )
+
+    def _raw_rate(self, ctx: Any, fps: Fraction | None) -> Fraction:
+        """The frame rate of a raw stream: ``fps`` if given, else the one its headers carry
+        (H.264/HEVC VUI timing), else 25, with a warning that says which was used."""
+        carried = Fraction(ctx.framerate) if ctx.framerate and ctx.framerate > 0 else None
+        if fps is not None:
+            if carried is not None and carried != fps:
+                warnings.warn(
+                    f"{self.path}: --fps {float(fps):g} overrides the {float(carried):.3f} fps the stream carries",
+                    UserWarning,
+                    3,
+                )
+            return fps
+        if carried is None:
+            warnings.warn(
+                f"{self.path}: the raw stream carries no frame rate; {DEFAULT_FPS} fps is assumed "
+                "(pass --fps to set it)",
+                UserWarning,
+                3,
+            )
+            return Fraction(DEFAULT_FPS)
+        return carried
+
+    @property
+    def seconds(self) -> float | None:
+        """The video stream's length by the container's header (None: unknown)."""
+        s = self.stream
+        if s.duration:
+            return float(s.duration * self.time_base)
+        return float(self.container.duration / av.time_base) if self.container.duration else None
+
+    def _header_end(self) -> int | None:
+        """Where the video stream ends by the header, in time-base units (None: unknown)."""
+        s = self.stream
+        if not s.duration:
+            return None
+        return int(s.duration) + int(s.start_time or 0)
+
+    @property
+    def total(self) -> int | None:
+        """Frames in the processed range, estimated from the container (None: unknown)."""
+        n = self.stream.frames
+        duration = float(self.container.duration / av.time_base) if self.container.duration else None
+        if not n and duration:
+            n = round(duration * self.rate)
+        if not n:
+            return None
+        if self.start is not None or self.end is not None:
+            first = self.start or 0.0
+            last = self.end if self.end is not None else (duration or n / self.rate)
+            n = max(0, round((min(last, duration or last) - first) * self.rate))
+        return int(n)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def frames(self, skip_below: int = 0) -> Iterator[Frame]:
+        """Frames in presentation order, RGB uint8 (uint16 for deeper sources).
+
+        Frames with index < skip_below come without pixels (an earlier run did them).
+        An undecodable packet raises VideoError, or with ``repair`` becomes a copy of the
+        previous frame at the packet's timestamp, so the frame count and timing stay intact.
+        """
+        tb = self.demux_time_base if self.restamp else self.time_base  # the packets' own
+        if self.start and not self.restamp:  # a raw stream cannot seek by time: it is read from the start
+            self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
+        lost: list[int] = []  # timestamps of undecodable packets, as a heap
+        state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None, "n": 0}
+        default_duration = max(1, round(1 / (self.rate * tb)))
+        self.missing = 0
+        restamp = self.restamp
+
+        def emit(
+            pts: int | None, duration: int, pixels: Callable[[], np.ndarray] | None, repaired: bool
+        ) -> Frame | None:
+            if pts is None:
+                pts = state["last"] + default_duration if state["last"] is not None else 0
+            state["last"] = pts
+            if restamp is not None:  # frames come in presentation order: number them, in a 1/rate time base
+                pts, duration = state["n"], 1
+                state["n"] += 1
+            t = float(pts * self.time_base)
+            if self.start is not None and t < self.start - 1e-6:
+                return None
+            if self.end is not None and t >= self.end - 1e-6:
+                raise StopIteration
+            if state["first"] is None:
+                state["first"] = pts
+                if self.start is not None:
+                    self.shift = pts
+            i = state["index"]
+            state["index"] += 1
+            px = None if i < skip_below or pixels is None else pixels()
+            alpha = None
+            if px is not None and px.shape[2] == 4:
+                px, alpha = np.ascontiguousarray(px[:, :, :3]), np.ascontiguousarray(px[:, :, 3])
+            return Frame(i, pts - self.shift, duration or (1 if restamp else default_duration), px, repaired, alpha)
+
+        def decoded() -> Iterator[tuple[int | None, int, Any, bool]]:
+            end = None  # where the packets read so far end, in time-base units
+            for packet in self._demux():
+                if packet.size and packet.pts is not None:
+                    end = max(end or 0, packet.pts + (packet.duration or default_duration))
+                when = f"{float(packet.pts * tb):.3f} s" if packet.pts is not None else "an unknown time"
+                if packet.is_corrupt and not self.repair:
+                    # The demuxer knows a packet is damaged (cut short, say) where a decoder
+                    # may conceal it or drop frames without a word.
+                    raise VideoError(
+                        f"{self.path}: damaged video packet near {when} (the file is cut short or corrupt)",
+                        "pass --repair to keep what can be decoded; add --resume to reuse the frames done",
+                    )
+                try:
+                    if self.decoder is None:
+                        out = packet.decode()
+                    else:
+                        out = self.decoder.decode(packet if packet.size else None)
+                except av.error.EOFError:
+                    return
+                except av.error.FFmpegError as e:
+                    if not self.repair or packet.pts is None:
+                        raise VideoError(
+                            f"{self.path}: corrupt video packet near {when} ({e.strerror or e})",
+                            "pass --repair to replace undecodable frames with the previous frame",
+                        ) from None
+                    heapq.heappush(lost, packet.pts)
+                    continue
+                for f in out:
+                    while lost and (f.pts is None or lost[0] < f.pts):
+                        yield lost[0], 0, None, True
+                        heapq.heappop(lost)
+                    yield f.pts, int(f.duration or 0), f, False
+            while lost:
+                yield heapq.heappop(lost), 0, None, True
+            self._check_length(end, default_duration)
+
+        for pts, duration, f, repaired in decoded():
+            if f is not None:
+                if (f.width, f.height) != (self.width, self.height):
+                    raise VideoError(
+                        f"{self.path}: the picture size changes from {self.width}x{self.height} to "
+                        f"{f.width}x{f.height} at {float((pts or 0) * tb):.3f} s",
+                        "split the video where the size changes",
+                    )
+                if state["prev"] is None:
+                    self.display_matrix = display_matrix(f)
+                state["prev"] = f
+
+            def pixels(f: Any = f) -> np.ndarray:
+                src = f if f is not None else state["prev"]
+                if src is None:
+                    raise VideoError(f"{self.path}: the first frame cannot be decoded", "the file is damaged")
+                return self.to_rgb(src)
+
+            try:
+                frame = emit(pts, duration, pixels, repaired)
+            except StopIteration:
+                return
+            if frame is not None:
+                yield frame
+
+    def _demux(self) -> Iterator[Any]:
+        """The video stream's packets; a demuxer failure (a damaged container) is a VideoError."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as e:
+                if self.repair:
+                    return  # keep what came before the damage; the length check reports the rest
+                raise VideoError(
+                    f"{self.path}: the container is damaged ({e.strerror or e})",
+                    "pass --repair to keep what can be read",
+                ) from None
+            yield packet
+
+    def _check_length(self, end: int | None, frame: int) -> None:
+        """After the last packet: a file that ends before its header says it does is cut short.
+        That is an error, or with ``repair`` a warning and ``missing`` frames."""
+        promised = self._header_end()
+        if promised is None or end is None:
+            return
+        if self.end is not None:
+            promised = min(promised, int(self.end / self.time_base))
+        short = promised - end
+        if short <= 2 * frame:  # rounding, and a last frame's duration that a muxer leaves out
+            return
+        tb = self.time_base
+        self.missing = round(short / frame)
+        message = (
+            f"{self.path}: the file ends at {float(end * tb):.2f} s but its header says {float(promised * tb):.2f} s: "
+            f"about {self.missing} frame(s) are missing (the file is cut short)"
+        )
+        if not self.repair:
+            raise VideoError(message, "pass --repair to keep what it holds; add --resume to reuse the frames done")
+        warnings.warn(message, UserWarning, stacklevel=2)
+
+    def to_rgb(self, frame: Any) -> np.ndarray:
+        """(H,W,3), or (H,W,4) with the alpha plane, uint8 or uint16 for deeper sources."""
+        layouts = {(False, False): "rgb24", (False, True): "rgb48le", (True, False): "rgba", (True, True): "rgba64le"}
+        layout = layouts[self.alpha, self.deep]
+        rgb = frame.reformat(
+            format=layout,
+            src_colorspace=self.colour.sws_matrix(self.width, self.height),
+            src_color_range=self.colour.sws_range(self.pix_fmt),
+            interpolation=SWS_FLAGS,
+        )
+        arr: np.ndarray = rgb.to_ndarray()
+        if self.alpha and frame.format.name in YUVA8:  # the plane itself: exact, not via swscale
+            arr[:, :, 3] = alpha_view(frame)
+        return arr
+
+
+def is_cover(stream: Any) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def open_input(path: Path) -> Any:
+    """av.open for reading, with one-line errors for a missing or unreadable file."""
+    if not path.exists():
+        raise VideoError(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a folder", "pass a video file, or a folder of frames with frame files in it")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: is empty", "pass a video file")
+    try:
+        return av.open(str(path), metadata_errors="replace")
+    except av.error.FFmpegError as e:
+        raise VideoError(
+            f"{path}: not a video FFmpeg can read ({e.strerror or e})", "check the file, or convert it first"
+        ) from None
+
+
+def display_matrix(frame: Any) -> list[int] | None:
+    """The display matrix (rotation/flip) the decoder attaches to a frame, as 9 ints."""
+    sd: Any
+    for sd in frame.side_data:
+        if str(sd.type).endswith("DISPLAYMATRIX"):
+            return list(struct.unpack("<9i", bytes(sd)[:36]))
+    return None
+
+
+def no_frames(source: Source, options: VideoOptions) -> VideoError:
+    where = ""
+    if options.start is not None or options.end is not None:
+        where = f" between {options.start or 0:g} s and {'the end' if options.end is None else f'{options.end:g} s'}"
+    length = source.seconds if isinstance(source, VideoSource) else None
+    long = f"; the video is {length:.2f} s long" if length is not None else ""
+    return VideoError(f"{source.path}: no frames to deblur{where}{long}", "check --start and --end, and the file")
+
+
+if TYPE_CHECKING:
+    from .frames import FrameFolder
+
+    Source = VideoSource | FrameFolder  # what a run reads frames from
