@@ -25,7 +25,8 @@ from mimocli.arch import MIMOUNet
 from mimocli.device import reuse_freed_memory
 from mimocli.evaluate import psnr
 from mimocli.shake import split_of
-from mimocli.train import VAL_CROPS, VAL_SHAKE, ShakeData, TrainOptions, find_photos, loss_fn, train, validate
+from mimocli.train import VAL_CROPS, VAL_SHAKE, TrainOptions, loss_fn, train, validate
+from mimocli.train_data import ShakeData, find_photos
 
 CANDIDATES = [(4, 16), (6, 16), (3, 20)]  # (blocks per level, base channels)
 

@@ -7,7 +7,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -117,3 +117,63 @@ def detect_variant(state_dict: Mapping[str, object]) -> Variant:
         f"MIMO-UNet with {n} residual blocks per level, {width} channels",
         base_channel=width,
     )
+
+
+BUNDLED = "bundled://"
+
+
+# -- weights: the rows that have files of their own --------------------------------------------
+@dataclass(frozen=True)
+class WeightsEntry:
+    key: str
+    description: str
+    architecture: str
+    sources: tuple[str, ...]
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    provenance: str = ""
+    license: str = ""
+    fallback: bool = False  # bundled weights good enough to stand in when the default cannot be had
+
+    @property
+    def bundled(self) -> Path | None:
+        """The shipped file for a ``bundled://`` entry, else None."""
+        for source in self.sources:
+            if source.startswith(BUNDLED):
+                return Path(__file__).resolve().parent / "bundled" / source.removeprefix(BUNDLED)
+        return None
+
+
+@functools.cache
+def _entries() -> dict[str, WeightsEntry]:
+    return {
+        key: WeightsEntry(
+            key=key,
+            description=e["description"],
+            architecture=key,
+            sources=tuple(e["sources"]),
+            filename=e["filename"],
+            size=e.get("size"),
+            sha256=e.get("sha256"),
+            metrics=e.get("metrics", {}),
+            provenance=e.get("provenance", ""),
+            license=e.get("license", ""),
+            fallback=bool(e.get("fallback", False)),
+        )
+        for key, e in table().items()
+        if "sources" in e
+    }
+
+
+def load_registry() -> dict[str, WeightsEntry]:
+    """The variants that have weights of their own, by key (the registry is read once)."""
+    return dict(_entries())
+
+
+def registry_entry(key: str) -> WeightsEntry:
+    entries = load_registry()
+    if key not in entries:
+        raise WeightsError(f"no pretrained weights are registered for {key!r}", f"known: {', '.join(entries)}")
+    return entries[key]

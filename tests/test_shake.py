@@ -14,7 +14,8 @@ from mimocli.evaluate import psnr
 from mimocli.images import read_image, write_image
 from mimocli.shake import ShakeModel, camera_path, homographies, shake_crop, shake_region, split_of
 from mimocli.synth import ShakeOptions, synth_from_stills
-from mimocli.train import ShakeData, TrainOptions, find_photos, train
+from mimocli.train import TrainOptions, train
+from mimocli.train_data import ShakeData, find_photos
 
 from .conftest import photo
 from .test_cli import flat, run

@@ -133,7 +133,8 @@ def test_pair_data_reads_on_demand_and_batches_do_not_depend_on_the_cache(pairs,
     from PIL import Image
 
     from mimocli.evaluate import find_pairs
-    from mimocli.train import PairData, _size
+    from mimocli.train_data import PairData
+    from mimocli.train_data import header_size as _size
 
     found = find_pairs(pairs)
     cached, uncached = PairData(found, 32), PairData(found, 32, cache=0, workers=1)

@@ -13,17 +13,15 @@ import torch
 from safetensors.torch import save_file
 
 from mimocli.arch import MIMOUNet
+from mimocli.downloads import download_gdrive, parse_hf, unreachable
 from mimocli.errors import DownloadError, IntegrityError, OfflineError, WeightsError
 from mimocli.weights import (
     cache_dir,
-    download_gdrive,
     download_weights,
     import_weights,
     load_model,
-    parse_hf,
     read_state_dict,
     resolve_weights,
-    unreachable,
     verify_cached,
 )
 

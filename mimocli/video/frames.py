@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mimocli.engine import Deblurrer
 from mimocli.errors import ImageError, OutputError, VideoError
 from mimocli.images import is_image_path, read_image, write_image
 
 from .encoding import SCALE_NAMES, scale_path
 from .formats import SRGB_AS_VIDEO
-from .options import ProgressFn, VideoOptions, VideoSummary
+from .options import VideoRun
 from .pipeline import run_pipeline
 from .source import DEFAULT_FPS, Frame, no_frames
 
@@ -113,16 +112,10 @@ class _FrameWriter:
         pass
 
 
-def run_frames(
-    source: Source,
-    out_path: Path,
-    deblurrer: Deblurrer,
-    options: VideoOptions,
-    on_progress: ProgressFn | None,
-    summary: VideoSummary,
-) -> None:
+def run_frames(run: VideoRun) -> None:
     """Frames out: one PNG per frame, each written atomically, so a rerun with resume skips the
     frames already there."""
+    source, out_path, options, summary = run.source, run.output, run.options, run.summary
     summary.codec = "png"
     folders = [out_path] + ([scale_path(out_path, s, True) for s in SCALE_NAMES] if options.save_scales else [])
     for folder in folders:
@@ -134,8 +127,7 @@ def run_frames(
                 f"{folder}: already holds frames", "pass --resume to continue, or --overwrite to replace them"
             )
         folder.mkdir(parents=True, exist_ok=True)
-    deblurrer = deblurrer.for_run(source.total, source.height, source.width, deblurrer.config.batch)
-    summary.tile = deblurrer.tile or 0
+    deblurrer = run.settle()
     skip = 0
     if options.resume:
         # Each frame is written atomically: continue after the frames present in every folder.
@@ -147,7 +139,7 @@ def run_frames(
             skip -= skip % options.checkpoint  # batch the rest as an uninterrupted run does
     summary.resumed = skip
     writer = _FrameWriter(source, folders)
-    run_pipeline(source, deblurrer, options, skip, writer, summary, on_progress, source.total)
+    run_pipeline(run, skip, writer)
     if not summary.resumed + summary.deblurred:
         raise no_frames(source, options)
     for s, folder in zip(SCALE_NAMES, folders[1:], strict=False):

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mimocli.settings import DEFAULT_CHECKPOINT
+
+if TYPE_CHECKING:
+    from mimocli.engine import Deblurrer
+
+    from .source import Source
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -58,3 +64,23 @@ class VideoSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class VideoRun:
+    """The parts of one run, as the writers and the pipeline share them. ``deblurrer`` is the
+    run's own, settled for its frame size and batch (Deblurrer.for_run)."""
+
+    source: Source
+    output: Path
+    deblurrer: Deblurrer
+    options: VideoOptions
+    summary: VideoSummary
+    on_progress: ProgressFn | None = None
+
+    def settle(self) -> Deblurrer:
+        """Settle the tile and compilation once for this run's frames; the caller's Deblurrer stays as it was."""
+        d = self.deblurrer
+        self.deblurrer = d.for_run(self.source.total, self.source.height, self.source.width, d.config.batch)
+        self.summary.tile = self.deblurrer.tile or 0
+        return self.deblurrer

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mimocli.engine import Deblurrer
 from mimocli.tiling import SCALES
 
-from .options import ProgressFn, VideoOptions, VideoSummary
+from .options import VideoRun
 from .source import Frame
 
 if TYPE_CHECKING:
-    from .source import Source
+    pass
 
 # -- the pipeline ------------------------------------------------------------------------------
 _END = object()
@@ -53,17 +52,17 @@ class _Channel:
         return _END
 
 
-def run_pipeline(
-    source: Source,
-    deblurrer: Deblurrer,
-    options: VideoOptions,
-    skip: int,
-    sink: Any,
-    summary: VideoSummary,
-    on_progress: ProgressFn | None,
-    total: int | None,
-) -> None:
-    """decode thread -> (batched inference here) -> encode thread, through bounded queues."""
+def run_pipeline(run: VideoRun, skip: int, sink: Any) -> None:
+    """decode thread -> (batched inference here) -> encode thread, through bounded queues: the
+    frames from ``skip`` on, deblurred by ``run.deblurrer`` and handed to ``sink.add``."""
+    source, deblurrer, options, summary, on_progress = (
+        run.source,
+        run.deblurrer,
+        run.options,
+        run.summary,
+        run.on_progress,
+    )
+    total = source.total
     stop = threading.Event()
     batch = deblurrer.config.batch
     size = 2 * batch + 2

@@ -21,7 +21,7 @@ from .encoding import FORMATS, GLOBAL_HEADER_FORMAT, SCALE_NAMES, StreamSpec, en
 from .formats import even_size
 from .frames import FrameFolder, run_frames
 from .mux import assemble
-from .options import ProgressFn, VideoOptions, VideoSummary
+from .options import ProgressFn, VideoOptions, VideoRun, VideoSummary
 from .pipeline import run_pipeline
 from .segments import MANIFEST_VERSION, SegmentWriter, WorkDir
 from .source import VideoSource, no_frames
@@ -67,8 +67,8 @@ def deblur_video(
     source = open_source(src_path, options)
     summary = VideoSummary(str(src_path), str(out_path), width=source.width, height=source.height)
     try:
-        run = run_frames if options.frames else run_video
-        run(source, out_path, deblurrer, options, on_progress, summary)
+        run = VideoRun(source, out_path, deblurrer, options, summary, on_progress)
+        run_frames(run) if options.frames else run_video(run)
     except (OSError, av.error.PyAVCallbackError) as e:  # a read-only folder, a full disk
         if isinstance(e, av.error.PyAVCallbackError):  # a write into our file object failed while muxing
             if not isinstance(e.__context__, OSError):
@@ -189,15 +189,9 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def run_video(
-    source: Source,
-    out_path: Path,
-    deblurrer: Deblurrer,
-    options: VideoOptions,
-    on_progress: ProgressFn | None,
-    summary: VideoSummary,
-) -> None:
+def run_video(run: VideoRun) -> None:
     """Video out: checkpointed segments, then one mux of them and the input's other streams."""
+    source, out_path, options, summary = run.source, run.output, run.options, run.summary
     fmt = FORMATS[out_path.suffix.lower()]
     outputs, codec, pix_fmt, note, (opts, bit_rate) = encoding_plan(source, out_path, options, summary.input)
     if note:
@@ -221,14 +215,13 @@ def run_video(
                 tuple(sorted(opts.items())),
                 bit_rate,
                 global_header,
-                encoder_threads(options, deblurrer),
+                encoder_threads(options, run.deblurrer),
                 source.sar,
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
-    auto_tile = deblurrer.tile is None
-    # Tile and compilation settled once for this run (a copy: the caller's Deblurrer stays as it is).
-    deblurrer = deblurrer.for_run(source.total, source.height, source.width, deblurrer.config.batch)
+    auto_tile = run.deblurrer.tile is None
+    deblurrer = run.settle()
     settings = _settings(source, deblurrer, options, specs)
     work = WorkDir(out_path)
     if work.exists():
@@ -261,7 +254,7 @@ def run_video(
     summary.codec, summary.pix_fmt, summary.tile = codec, pix_fmt, deblurrer.tile or 0
 
     writer = SegmentWriter(work, specs, options.checkpoint, work.done())
-    run_pipeline(source, deblurrer, options, summary.resumed, writer, summary, on_progress, source.total)
+    run_pipeline(run, summary.resumed, writer)
     if not summary.resumed + summary.deblurred:
         work.clear()
         raise no_frames(source, options)

@@ -1,0 +1,136 @@
+"""Weight files: reading safetensors and the authors' torch pickles (weights only, never code),
+unwrapping their containers, building a MIMOUNet from them strictly, and writing converted
+safetensors with a record of their size, sha256 and origin beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .arch import MIMOUNet
+from .atomic import write_bytes_atomic
+from .downloads import sha256_file
+from .errors import WeightsError
+from .registry import Variant, detect_variant
+
+PICKLE_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".bin")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A MIMO-UNet state dict from safetensors or a torch pickle (zip or legacy format).
+
+    Pickles are read with ``weights_only=True`` and never otherwise; ``{'model': sd}`` wrappers
+    and ``module.`` prefixes are removed. Raises WeightsError when the file holds no state dict.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no such weights file", "check the path given to --weights")
+    if p.suffix == ".safetensors":
+        try:
+            sd = load_file(p)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{p}: not a readable safetensors file ({e})") from e
+    else:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors come in many types; all mean the same to a user
+            raise WeightsError(
+                f"{p}: refused: {_pickle_problem(e)}", "pass a MIMO-UNet checkpoint or a .safetensors file"
+            ) from e
+        sd = _unwrap(obj, p)
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _pickle_problem(error: Exception) -> str:
+    """What is wrong with a pickle, in a few words: the object it tried to build, if that is
+    why (never PyTorch's advice to load it unsafely), else the first line of the error."""
+    text = str(error)
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds code to run ({found.group(1)}), not only tensors"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and "weights_only" not in line and not line.startswith(("Weights only", "Check the doc"))
+    ]
+    return f"not a readable torch checkpoint ({lines[0] if lines else type(error).__name__})"
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "params_ema", "params"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors", "pass a MIMO-UNet checkpoint")
+    return {str(k): v for k, v in obj.items()}
+
+
+def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
+    """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
+    try:
+        variant = detect_variant(state_dict)
+    except WeightsError as e:
+        raise WeightsError(f"{source}: {e.message}", e.hint) from None
+    damaged = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if damaged:
+        raise WeightsError(
+            f"{source}: {len(damaged)} of {len(state_dict)} tensors hold NaN/Inf values ({damaged[0]}, ...)",
+            "the file is damaged: download or export it again",
+        )
+    model = MIMOUNet(variant.num_res, variant.base_channel)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    except RuntimeError as e:
+        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise WeightsError(f"{source}: does not fit MIMO-UNet with {variant.num_res} blocks ({detail})") from e
+    return model.eval(), variant
+
+
+def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path, **info: Any) -> Path:
+    """Write a state dict that ``build_model`` accepted as safetensors to ``dest``, atomically,
+    and record its size and sha256 beside it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    meta = {
+        "format": "pt",
+        "architecture": "MIMOUNet",
+        "num_res": str(variant.num_res),
+        "base_channel": str(variant.base_channel),
+    }
+    write_bytes_atomic(dest, save(tensors, metadata=meta))
+    write_record(dest, num_res=variant.num_res, base_channel=variant.base_channel, **info)
+    return dest
+
+
+def record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def write_record(path: Path, **info: Any) -> None:
+    record = {
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **info,
+    }
+    write_bytes_atomic(record_path(path), (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
