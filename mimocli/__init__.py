@@ -17,23 +17,18 @@ from .errors import (
     WeightsError,
 )
 from .registry import VARIANTS, Variant, detect_variant, get_variant
+from .settings import RunSettings
 
 if TYPE_CHECKING:
     from .api import deblur
     from .arch import MIMOUNet
+    from .checkpoints import read_state_dict
     from .device import resolve_device, resolve_precision
     from .engine import Deblurrer, DeblurResult
     from .images import ImageFile, read_image, write_image
+    from .photos import PhotoOptions, PhotoResult, deblur_image
     from .video import VideoOptions, VideoSummary, deblur_video
-    from .weights import (
-        LoadedWeights,
-        download_weights,
-        import_weights,
-        load_model,
-        load_weights,
-        read_state_dict,
-        resolve_weights,
-    )
+    from .weights import LoadedWeights, download_weights, import_weights, load_model, load_weights, resolve_weights
 
 # The rest of the API is imported on first use, so that `import mimocli` (and `mimo --help`)
 # does not pay for torch, PyAV and OpenCV.
@@ -42,8 +37,11 @@ _LAZY = {
     "MIMOUNet": "arch",
     "Deblurrer": "engine",
     "DeblurResult": "engine",
-    "resolve_device": "engine",
-    "resolve_precision": "engine",
+    "resolve_device": "device",
+    "resolve_precision": "device",
+    "deblur_image": "photos",
+    "PhotoOptions": "photos",
+    "PhotoResult": "photos",
     "ImageFile": "images",
     "read_image": "images",
     "write_image": "images",
@@ -55,7 +53,7 @@ _LAZY = {
     "import_weights": "weights",
     "load_model": "weights",
     "load_weights": "weights",
-    "read_state_dict": "weights",
+    "read_state_dict": "checkpoints",
     "resolve_weights": "weights",
 }
 
@@ -89,6 +87,9 @@ __all__ = [
     "MimoError",
     "OfflineError",
     "OutputError",
+    "PhotoOptions",
+    "PhotoResult",
+    "RunSettings",
     "Variant",
     "VideoError",
     "VideoOptions",
@@ -96,6 +97,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "deblur",
+    "deblur_image",
     "deblur_video",
     "detect_variant",
     "download_weights",

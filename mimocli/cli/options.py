@@ -58,7 +58,7 @@ PRECISION = typer.Option(
     "--precision",
     "-p",
     callback=parse_precision,
-    help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32; fp32 on MPS), fp32, bf16, fp16.",
+    help="auto (bf16 on Ampere+ GPUs, else fp16; bf16 on CPUs with native bf16, else fp32; MPS: fp32), or one of them.",
 )
 CHANNELS_LAST = typer.Option(
     None,
