@@ -14,6 +14,9 @@ class MimoError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    def __reduce__(self) -> tuple[type[MimoError], tuple[str, str | None]]:
+        return type(self), (self.message, self.hint)  # the hint survives pickling (to and from workers)
+
 
 class ImageError(MimoError):
     """An input image is missing, unreadable, corrupt, empty or too large."""
@@ -49,3 +52,7 @@ class DeviceError(MimoError):
 
 class VideoError(MimoError):
     """A video cannot be read, decoded, encoded or written as asked."""
+
+
+class ClusterError(MimoError):
+    """A Ray cluster cannot be joined or started, or lost the work it was given."""

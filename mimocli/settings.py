@@ -76,3 +76,20 @@ class RunSettings:
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where and how wide a run goes on Ray (the ``ray`` extra). ``address``: "auto" (the running
+    cluster, RAY_ADDRESS as Ray reads it), "local" (a private cluster on this machine) or a Ray
+    address such as ray://host:10001. ``replicas``: model replicas, 0 for as many as the cluster's
+    free CPUs (or GPUs, with ``gpus``) hold; ``cpus`` and ``gpus``: what one replica takes."""
+
+    address: str = "local"
+    replicas: int = 0
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0 or self.cpus < 0 or self.gpus < 0 or not (self.cpus or self.gpus):
+            raise ValueError("replicas, cpus and gpus must be >= 0, and a replica needs a CPU or a GPU")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Seed every RNG and keep every cache and setting of ours inside tmp_path."""
     random.seed(0)
     np.random.seed(0)
@@ -32,6 +33,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # huggingface-hub reads HF_HUB_OFFLINE once, at import: a test that imported it while
     # offline must not leave the hub offline for the tests after it.
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    # `mimo ... --threads N` run in this process sets torch's process-wide thread count: give it back.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

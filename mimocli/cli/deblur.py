@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,11 +17,12 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.settings import DEFAULT_MAX_PIXELS, RunSettings
+from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, RunSettings
 
 if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
+    from mimocli.cluster import Cluster
     from mimocli.engine import Deblurrer
-    from mimocli.photos import PhotoOptions
+    from mimocli.photos import PhotoOptions, PhotoResult
     from mimocli.weights import LoadedWeights
 
 from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
@@ -42,23 +45,12 @@ def make_deblurrer(
 
     from mimocli.device import reuse_freed_memory
     from mimocli.engine import Deblurrer
-    from mimocli.weights import load_weights
 
     if run.threads:
         torch.set_num_threads(run.threads)
+    loaded = load_model(variant, weights, cache_dir, quiet)
     with fail_on_error(), warnings_to_stderr(quiet):
-        dl, update = byte_progress(quiet)
-        with dl:
-            loaded = load_weights(variant, "cpu", weights, cache_dir, update)
-        model, v = loaded.model, loaded.variant
-        if variant and (model.num_res, model.base_channel) != (v.num_res, v.base_channel):
-            warnings.warn(
-                f"--weights hold a MIMO-UNet with {model.num_res} blocks of {model.base_channel} channels, "
-                f"not {v.name}; the weights decide",
-                UserWarning,
-                stacklevel=1,
-            )
-        d = Deblurrer(model, run)
+        d = Deblurrer(loaded.model, run)
     if d.device.type == "cpu" and run.reuse_memory:
         reuse_freed_memory()
     if verbose:
@@ -74,6 +66,44 @@ def make_deblurrer(
     return d, loaded
 
 
+def load_model(variant: str | None, weights: str | None, cache_dir: Path | None, quiet: bool) -> LoadedWeights:
+    """The weights, on the CPU (with a download bar); errors exit 1."""
+    from mimocli.weights import load_weights
+
+    with fail_on_error(), warnings_to_stderr(quiet):
+        dl, update = byte_progress(quiet)
+        with dl:
+            loaded = load_weights(variant, "cpu", weights, cache_dir, update)
+        model, v = loaded.model, loaded.variant
+        if variant and (model.num_res, model.base_channel) != (v.num_res, v.base_channel):
+            warnings.warn(
+                f"--weights hold a MIMO-UNet with {model.num_res} blocks of {model.base_channel} channels, "
+                f"not {v.name}; the weights decide",
+                UserWarning,
+                stacklevel=1,
+            )
+    return loaded
+
+
+def make_cluster(
+    settings: ClusterSettings,
+    variant: str | None,
+    weights: str | None,
+    cache_dir: Path | None,
+    run: RunSettings,
+    quiet: bool,
+) -> Cluster:
+    """The weights loaded here and shipped to replicas on the Ray cluster; errors exit 1."""
+    try:
+        from mimocli.cluster import Cluster
+    except ImportError:
+        report(MimoError("--ray needs Ray, which is not installed", 'pip install "mimocli[ray]"'))
+        raise typer.Exit(1) from None
+    loaded = load_model(variant, weights, cache_dir, quiet)
+    with fail_on_error(), warnings_to_stderr(quiet):
+        return Cluster(settings, loaded, run)
+
+
 def say(text: str) -> None:
     """A verbose line on stderr, verbatim."""
     err.print(text, markup=False, highlight=False)
@@ -81,6 +111,7 @@ def say(text: str) -> None:
 
 @app.command()
 @options.run_options(omit=("batch",))
+@options.cluster_options
 def deblur(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
     output: str | None = typer.Option(
@@ -93,6 +124,7 @@ def deblur(
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
     run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
+    cluster: ClusterSettings | None = None,  # --ray and its options take its place
     save_scales: bool = typer.Option(
         False, "--save-scales", help="Also write the 1/2 and 1/4 scale outputs (NAME_deblurred_x0.5.png, _x0.25.png)."
     ),
@@ -111,7 +143,7 @@ def deblur(
     ),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
-    from mimocli.photos import PhotoOptions, deblur_image
+    from mimocli.photos import PhotoOptions
 
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
@@ -136,12 +168,13 @@ def deblur(
 
     started = time.perf_counter()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    loaded: list[tuple[Deblurrer, LoadedWeights]] = []
+    loaded: list[LoadedWeights] = []
+    ran: list[Cluster] = []
 
     def model() -> Deblurrer:  # loaded with the first image that reads, not before
-        if not loaded:
-            loaded.append(make_deblurrer(variant, weights, cache_dir, run, quiet, verbose))
-        return loaded[0][0]
+        d, weights_used = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)
+        loaded.append(weights_used)
+        return d
 
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
@@ -152,43 +185,113 @@ def deblur(
             def on_tiles(done: int, total: int) -> None:
                 progress.update(tiles_task, completed=done, total=total, visible=total > 1)
 
-            for job in jobs:
+            def starting(job: Job) -> None:
                 progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
-                try:
-                    result = deblur_image(job, model, photo, sources, on_tiles, lambda: loaded[0][1].variant.name)
-                except MimoError as e:
+
+            if cluster is None:
+                outcomes = _local(jobs, functools.cache(model), photo, sources, on_tiles, starting, loaded)
+            else:
+                outcomes = _on_cluster(
+                    jobs,
+                    photo,
+                    sources,
+                    lambda: make_cluster(cluster, variant, weights, cache_dir, run, quiet),
+                    ran,
+                    loaded,
+                )
+            for job, outcome in outcomes:
+                progress.update(files_task, advance=1)
+                progress.update(tiles_task, visible=False)
+                if isinstance(outcome, MimoError):
                     counts["failed"] += 1
-                    report(e)
-                    _emit(as_json, job, "failed", {"error": str(e)})
+                    report(outcome)
+                    _emit(as_json, job, "failed", {"error": str(outcome)})
                     continue
-                finally:
-                    progress.update(files_task, advance=1)
-                    progress.update(tiles_task, visible=False)
-                if result.status == "skipped":
+                if outcome.status == "skipped":
                     counts["skipped"] += 1
                     _emit(as_json, job, "skipped", None)
                     continue
                 counts["ok"] += 1
                 if verbose:
-                    tiles = f"{result.tiles} tiles of {result.tile_size} px" if result.tiles > 1 else "whole"
-                    say(f"{job.input}: {result.width}x{result.height}, {tiles}, {result.seconds:.2f} s")
+                    tiles = f"{outcome.tiles} tiles of {outcome.tile_size} px" if outcome.tiles > 1 else "whole"
+                    say(f"{job.input}: {outcome.width}x{outcome.height}, {tiles}, {outcome.seconds:.2f} s")
                 info = {
-                    "width": result.width,
-                    "height": result.height,
-                    "tiles": result.tiles,
-                    "seconds": round(result.seconds, 3),
-                    "fp32_fallbacks": result.fp32_fallbacks,
-                    "weights": loaded[0][1].to_dict(),
+                    "width": outcome.width,
+                    "height": outcome.height,
+                    "tiles": outcome.tiles,
+                    "seconds": round(outcome.seconds, 3),
+                    "fp32_fallbacks": outcome.fp32_fallbacks,
+                    "weights": loaded[0].to_dict(),
                 }
                 _emit(as_json, job, "ok", info, save_scales, compare)
+    if ran and ran[0].retries:
+        counts["retried after a worker died"] = ran[0].retries
     if not quiet:
         seconds = time.perf_counter() - started
         extra = ", ".join(f"{n} {k}" for k, n in counts.items() if k != "ok" and n)
+        where = f" on {len(ran[0].actors)} Ray replica(s)" if ran else ""
         err.print(
-            f"Deblurred {counts['ok']} of {len(jobs)} file(s) in {seconds:.1f} s" + (f" ({extra})" if extra else "")
+            f"Deblurred {counts['ok']} of {len(jobs)} file(s){where} in {seconds:.1f} s"
+            + (f" ({extra})" if extra else "")
         )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+Outcome = tuple[Job, "PhotoResult | MimoError"]
+
+
+def _local(
+    jobs: list[Job],
+    model: Callable[[], Deblurrer],
+    photo: PhotoOptions,
+    sources: set[Path],
+    on_tiles: Callable[[int, int], None],
+    starting: Callable[[Job], None],
+    loaded: list[LoadedWeights],
+) -> Iterator[Outcome]:
+    """The jobs one after the other, here."""
+    from mimocli.photos import deblur_image
+
+    for job in jobs:
+        starting(job)
+        try:
+            yield job, deblur_image(job, model, photo, sources, on_tiles, lambda: loaded[0].variant.name)
+        except MimoError as e:
+            yield job, e
+
+
+def _on_cluster(
+    jobs: list[Job],
+    photo: PhotoOptions,
+    sources: set[Path],
+    connect: Callable[[], Cluster],
+    ran: list[Cluster],
+    loaded: list[LoadedWeights],
+) -> Iterator[Outcome]:
+    """The jobs on the replicas of a Ray cluster, in the order they finish; what is refused or
+    skipped is decided here first, as a local run decides it."""
+    from mimocli.photos import PhotoResult, check_job
+
+    todo = []
+    for job in jobs:
+        try:
+            if check_job(job, photo, sources) == "skip":
+                yield job, PhotoResult(job, "skipped")
+                continue
+        except MimoError as e:
+            yield job, e
+            continue
+        todo.append(job)
+    if not todo:
+        return
+    cluster = connect()
+    ran.append(cluster)
+    loaded.append(cluster.loaded)
+    try:
+        yield from cluster.photos(todo, photo, cluster.loaded.variant.name)
+    finally:
+        cluster.close()
 
 
 def _dry_run(jobs: list[Job], sources: set[Path], photo: PhotoOptions, as_json: bool) -> None:

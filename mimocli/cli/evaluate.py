@@ -16,13 +16,13 @@ from rich.table import Table
 
 from mimocli.atomic import write_bytes_atomic
 from mimocli.errors import ImageError, OutputError
-from mimocli.settings import RunSettings
+from mimocli.settings import ClusterSettings, RunSettings
 
 if TYPE_CHECKING:
     from mimocli.evaluate import EvalRecord, EvalSummary
 
 from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
-from .deblur import make_deblurrer
+from .deblur import make_cluster, make_deblurrer
 
 CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "blur_psnr", "blur_ssim", "seconds")
 
@@ -53,6 +53,7 @@ def csv_text(records: list[EvalRecord], summary: EvalSummary) -> str:
     ),
     omit=("compile", "tile_overlap", "batch"),
 )
+@options.cluster_options
 def eval_command(
     data: Path = typer.Argument(
         ..., help="Folder of pairs: SEQ/blur/*.png with SEQ/sharp/*.png (GoPro), or blur/ and sharp/."
@@ -61,6 +62,7 @@ def eval_command(
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
     run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
+    cluster: ClusterSettings | None = None,  # --ray and its options take its place
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write the per-image scores to this CSV file."),
     as_json: bool = typer.Option(False, "--json", help="Print per-image scores and means as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings."),
@@ -76,19 +78,34 @@ def eval_command(
         pairs = find_pairs(data)
         if csv_path is not None and csv_path.is_dir():
             raise OutputError(f"{csv_path}: is a folder", "give --csv a file name such as scores.csv")
-    deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet)
+    remote = None
+    if cluster is None:
+        deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet)
+        engine = {**deblurrer.settings, "model_blocks": deblurrer.model.num_res}
+    else:
+        remote = make_cluster(cluster, variant, weights, cache_dir, run, quiet)
+        loaded = remote.loaded
+        engine = {**remote.settle(None, 64, 64)[1], "model_blocks": loaded.model.num_res}
     records: list[EvalRecord] = []
     failed = 0
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet)
         with progress:
             task = progress.add_task("[bold]eval", total=len(pairs))
-            for item in evaluate(pairs, deblurrer, lambda done, total: progress.update(task, completed=done)):
-                if isinstance(item, ImageError):
-                    failed += 1
-                    report(item)
-                else:
-                    records.append(item)
+            if remote is None:
+                items = evaluate(pairs, deblurrer, lambda done, total: progress.update(task, completed=done))
+            else:
+                items = remote.pairs(pairs, lambda done, total: progress.update(task, completed=done))
+            try:
+                for item in items:
+                    if isinstance(item, ImageError):
+                        failed += 1
+                        report(item)
+                    else:
+                        records.append(item)
+            finally:
+                if remote is not None:
+                    remote.close()
     summary = EvalSummary.of(records)
     if csv_path is not None:
         with fail_on_error():
@@ -99,7 +116,7 @@ def eval_command(
     if as_json:
         payload = {
             "data": str(data),
-            "settings": {**deblurrer.settings, "model_blocks": getattr(deblurrer.model, "num_res", None)},
+            "settings": engine,
             "weights": loaded.to_dict(),
             "images": [r.to_dict() for r in records],
             "mean": summary.to_dict(),

@@ -12,7 +12,7 @@ import typer
 
 from mimocli.errors import WeightsError
 from mimocli.registry import get_variant
-from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, RunSettings
+from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, ClusterSettings, RunSettings
 
 
 def parse_precision(value: str) -> str:
@@ -129,30 +129,34 @@ def run_options(
         "batch": (int, BATCH),
     }
     offered = {name: spec for name, spec in declared.items() if name not in omit}
+    return lambda command: _expand(
+        command, "run", offered, lambda v: make_run_settings(v, compile_default, fixed or {})
+    )
 
-    def decorate(command: Command) -> Command:
-        signature = inspect.signature(command)
-        params: list[inspect.Parameter] = []
-        for p in signature.parameters.values():
-            if p.name != "run":
-                params.append(p)
-                continue
-            params += [
-                inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
-                for name, (kind, option) in offered.items()
-            ]
 
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in offered}
-            kwargs["run"] = make_run_settings(values, compile_default, fixed or {})
-            return command(*args, **kwargs)
+def _expand(command: Command, name: str, declared: dict[str, tuple[Any, Any]], build: Callable[..., Any]) -> Command:
+    """``command`` with its parameter ``name`` replaced, in its signature and --help, by the
+    options ``declared`` (name: (type, typer option)); ``build`` makes the value of ``name``
+    from theirs."""
+    signature = inspect.signature(command)
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name != name:
+            params.append(p)
+            continue
+        params += [
+            inspect.Parameter(option, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=kind)
+            for option, (kind, info) in declared.items()
+        ]
 
-        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "run"}
-        return wrapper  # type: ignore[return-value]
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs[name] = build({option: kwargs.pop(option) for option in declared})
+        return command(*args, **kwargs)
 
-    return decorate
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != name}
+    return wrapper  # type: ignore[return-value]
 
 
 def make_run_settings(values: dict[str, Any], compile_default: bool | str, fixed: dict[str, Any]) -> RunSettings:
@@ -165,3 +169,32 @@ def make_run_settings(values: dict[str, Any], compile_default: bool | str, fixed
         return RunSettings(**values)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def cluster_options(command: Command) -> Command:
+    """Give a command --ray, --ray-replicas, --ray-cpus and --ray-gpus, and the command one
+    ``cluster: ClusterSettings | None`` argument (None without --ray: Ray is never imported)."""
+    declared: dict[str, tuple[Any, Any]] = {
+        "ray": (
+            str | None,
+            typer.Option(
+                None,
+                "--ray",
+                help="Run on a Ray cluster: auto (the running one, RAY_ADDRESS), local (a private one here) "
+                "or ray://host:port. Needs the ray extra.",
+            ),
+        ),
+        "ray_replicas": (int, typer.Option(0, "--ray-replicas", min=0, help="Model replicas; 0: as many as fit.")),
+        "ray_cpus": (float, typer.Option(1.0, "--ray-cpus", min=0, help="CPUs per replica.")),
+        "ray_gpus": (float, typer.Option(0.0, "--ray-gpus", min=0, help="GPUs per replica (1: one GPU each).")),
+    }
+    return _expand(command, "cluster", declared, _cluster_settings)
+
+
+def _cluster_settings(values: dict[str, Any]) -> ClusterSettings | None:
+    if values["ray"] is None:
+        return None
+    try:
+        return ClusterSettings(values["ray"].strip(), values["ray_replicas"], values["ray_cpus"], values["ray_gpus"])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--ray-cpus") from None

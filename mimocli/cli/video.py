@@ -13,10 +13,10 @@ from rich.progress import MofNCompleteColumn, ProgressColumn, Task, TimeElapsedC
 from rich.text import Text
 
 from mimocli.errors import MimoError
-from mimocli.settings import DEFAULT_CHECKPOINT, RunSettings
+from mimocli.settings import DEFAULT_CHECKPOINT, ClusterSettings, RunSettings
 
 from . import app, err, options, out, progress_bar, report, warnings_to_stderr
-from .deblur import make_deblurrer, say
+from .deblur import make_cluster, make_deblurrer, say
 
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
 
@@ -64,6 +64,7 @@ class FpsColumn(ProgressColumn):
 
 @app.command()
 @options.run_options(compile_default="auto", compile_help="auto: when the video is long enough to repay it")
+@options.cluster_options
 def video(
     input: Path = typer.Argument(..., help="Video file, or a folder of frames.", show_default=False),
     output: Path = typer.Argument(
@@ -73,6 +74,7 @@ def video(
     weights: str | None = options.WEIGHTS,
     cache_dir: Path | None = options.CACHE_DIR,
     run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
+    cluster: ClusterSettings | None = None,  # --ray and its options take its place
     codec: str | None = typer.Option(
         None, "--codec", "-c", help="h264, hevc, vp9, av1, ffv1, prores... Default: h264 (.webm: vp9)."
     ),
@@ -162,7 +164,12 @@ def video(
         if plan.get("resumes_from"):
             out.print(f"  resumes after {plan['resumes_from']} finished frame(s)", markup=False)
         return
-    deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)
+    deblurrer, remote = None, None
+    if cluster is None:
+        deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)
+    else:
+        remote = make_cluster(cluster, variant, weights, cache_dir, run, quiet)
+        loaded = remote.loaded
     with warnings_to_stderr(quiet):
         first: list[int] = []
         progress = progress_bar(
@@ -178,7 +185,7 @@ def video(
 
         try:
             with progress:
-                summary = deblur_video(input, output, deblurrer, video_options, on_progress)
+                summary = deblur_video(input, output, deblurrer, video_options, on_progress, remote)
         except MimoError as e:
             report(e)
             raise typer.Exit(1) from None
@@ -187,6 +194,9 @@ def video(
             kept = f"; the finished part is kept in {work.path}: run again with --resume" if work.exists() else ""
             err.print(Text.assemble(("Interrupted", "bold red"), f": {output} was not written{kept}"))
             raise typer.Exit(130) from None
+        finally:
+            if remote is not None:
+                remote.close()
     if verbose:
         tile = f"{summary.tile} px tiles" if summary.tile else "whole frames"
         say(f"{summary.codec} {summary.pix_fmt}, {summary.width}x{summary.height}, {tile}")
@@ -202,6 +212,8 @@ def video(
             extra.append(f"{summary.repaired} repaired")
         if summary.missing:
             extra.append(f"{summary.missing} missing from the cut-short input")
+        if summary.retries:
+            extra.append(f"{summary.retries} segment(s) retried after a worker died")
         if summary.streams_copied:
             extra.append(f"{summary.streams_copied} other stream(s) copied")
         err.print(

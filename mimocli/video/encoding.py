@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import av
 import numpy as np
 
-from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 
 from .formats import SWS_FLAGS, YUVA8, Colour, alpha_view, bits, chroma, even_size, has_alpha
@@ -213,10 +212,12 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> tuple[di
     return opts, bit_rate
 
 
-def encoder_threads(options: VideoOptions, deblurrer: Deblurrer) -> int:
+def encoder_threads(options: VideoOptions, device: str) -> int:
+    """--encoder-threads, or 1 when the network runs on the CPU (bit-exact --resume; the cores are
+    busy anyway) and FFmpeg's choice (0) on a GPU."""
     if options.encoder_threads is not None:
         return options.encoder_threads
-    return 1 if deblurrer.device.type == "cpu" else 0
+    return 1 if device == "cpu" else 0
 
 
 def scale_path(output: Path, scale: float, frames: bool) -> Path:

@@ -74,12 +74,15 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
 
 
 def _muxer_options(source: Source | None, fmt: str) -> dict[str, str]:
-    """What the muxer takes from the input: an MP4/MOV's major brand (mp42, qt, a phone's own),
-    which FFmpeg would otherwise replace by isom."""
+    """Bit-exact muxing (no random Matroska segment UID, no muxing date), so that the same frames
+    give the same file, whichever machine or run made them; and what the muxer takes from the
+    input: an MP4/MOV's major brand (mp42, qt, a phone's own), which FFmpeg would otherwise
+    replace by isom."""
+    options = {"fflags": "+bitexact"}
     if not isinstance(source, VideoSource) or fmt not in ("mp4", "mov"):
-        return {}
+        return options
     brand = source.container.metadata.get("major_brand", "").strip()
-    return {"brand": brand} if len(brand) == 4 and brand.isprintable() else {}
+    return {**options, "brand": brand} if len(brand) == 4 and brand.isprintable() else options
 
 
 def _tags(metadata: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mimocli.settings import DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
+    from mimocli.cluster import Cluster
     from mimocli.engine import Deblurrer
 
     from .source import Source
@@ -54,6 +55,7 @@ class VideoSummary:
     pix_fmt: str = ""
     tile: int = 0  # the tile side the frames went through the network in (0: whole)
     streams_copied: int = 0
+    retries: int = 0  # segment jobs a cluster ran again after their worker died
     seconds: float = 0.0
     fps: float = 0.0  # deblurred frames per second of this run, end to end
     decode_seconds: float = 0.0
@@ -73,14 +75,16 @@ class VideoRun:
 
     source: Source
     output: Path
-    deblurrer: Deblurrer
+    deblurrer: Deblurrer | None  # None: the cluster's replicas run the network
     options: VideoOptions
     summary: VideoSummary
     on_progress: ProgressFn | None = None
+    cluster: Cluster | None = None
 
     def settle(self) -> Deblurrer:
         """Settle the tile and compilation once for this run's frames; the caller's Deblurrer stays as it was."""
         d = self.deblurrer
+        assert d is not None
         self.deblurrer = d.for_run(self.source.total, self.source.height, self.source.width, d.config.batch)
         self.summary.tile = self.deblurrer.tile or 0
         return self.deblurrer

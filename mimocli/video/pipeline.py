@@ -52,9 +52,10 @@ class _Channel:
         return _END
 
 
-def run_pipeline(run: VideoRun, skip: int, sink: Any) -> None:
+def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None) -> None:
     """decode thread -> (batched inference here) -> encode thread, through bounded queues: the
-    frames from ``skip`` on, deblurred by ``run.deblurrer`` and handed to ``sink.add``."""
+    frames from ``skip`` to ``until`` (exclusive; None: the end), deblurred by ``run.deblurrer``
+    and handed to ``sink.add``."""
     source, deblurrer, options, summary, on_progress = (
         run.source,
         run.deblurrer,
@@ -62,6 +63,7 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any) -> None:
         run.summary,
         run.on_progress,
     )
+    assert deblurrer is not None, "a pipeline runs the network here"
     total = source.total
     stop = threading.Event()
     batch = deblurrer.config.batch
@@ -76,7 +78,7 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any) -> None:
                 t0 = time.perf_counter()
                 frame = next(it, None)
                 times["decode"] += time.perf_counter() - t0
-                if frame is None:
+                if frame is None or (until is not None and frame.index >= until):
                     break
                 if frame.pixels is None:
                     continue

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import torch
 
-from mimocli.atomic import remove_stale_parts
+from mimocli.atomic import remove_stale_parts, write_bytes_atomic
 from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 
@@ -23,10 +23,12 @@ from .frames import FrameFolder, run_frames
 from .mux import assemble
 from .options import ProgressFn, VideoOptions, VideoRun, VideoSummary
 from .pipeline import run_pipeline
-from .segments import MANIFEST_VERSION, SegmentWriter, WorkDir
+from .segments import MANIFEST_VERSION, SegmentWriter, WorkDir, read_segment
 from .source import VideoSource, no_frames
 
 if TYPE_CHECKING:
+    from mimocli.cluster import Cluster
+
     from .source import Source
 
 
@@ -49,12 +51,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def deblur_video(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    deblurrer: Deblurrer,
+    deblurrer: Deblurrer | None,
     options: VideoOptions = VideoOptions(),  # noqa: B008  (frozen)
     on_progress: ProgressFn | None = None,
+    cluster: Cluster | None = None,
 ) -> VideoSummary:
     """Deblur a video file (or a folder of frames) into ``output`` (a video, or with
-    ``options.frames`` a folder of PNG frames).
+    ``options.frames`` a folder of PNG frames). With ``cluster`` (mimocli.cluster, then
+    ``deblurrer`` may be None) the segments are deblurred and encoded by its replicas in parallel,
+    and muxed here exactly as a local run muxes them.
 
     Raises VideoError for bad input or settings, OutputError when the output exists (without
     ``overwrite``) or is the input. KeyboardInterrupt and errors leave the input untouched and
@@ -62,12 +67,14 @@ def deblur_video(
     """
     src_path, out_path = Path(input), Path(output)
     check_request(src_path, out_path, options)
+    if cluster is not None and options.frames:
+        raise VideoError(f"{out_path}: --frames is not run on a cluster", "write a video file, or drop --ray")
 
     started = time.perf_counter()
     source = open_source(src_path, options)
     summary = VideoSummary(str(src_path), str(out_path), width=source.width, height=source.height)
     try:
-        run = VideoRun(source, out_path, deblurrer, options, summary, on_progress)
+        run = VideoRun(source, out_path, deblurrer, options, summary, on_progress, cluster)
         run_frames(run) if options.frames else run_video(run)
     except (OSError, av.error.PyAVCallbackError) as e:  # a read-only folder, a full disk
         if isinstance(e, av.error.PyAVCallbackError):  # a write into our file object failed while muxing
@@ -145,16 +152,13 @@ def plan_video(
         source.close()
 
 
-def _settings(source: Source, deblurrer: Deblurrer, options: VideoOptions, specs: list[StreamSpec]) -> dict[str, Any]:
-    """Everything the output's bytes depend on; a resumed run must match it."""
+def _settings(source: Source, engine: dict[str, Any], options: VideoOptions, specs: list[StreamSpec]) -> dict[str, Any]:
+    """Everything the output's bytes depend on; a resumed run must match it. ``engine``: the model's
+    fingerprint and how it ran (device, precision, tile, batch...)."""
     return {
         "version": MANIFEST_VERSION,
         "input": _fingerprint(source),
-        "model": model_fingerprint(deblurrer.model),
-        **deblurrer.settings,
-        "tile": deblurrer.tile,
-        "tile_overlap": deblurrer.tile_overlap,
-        "batch": deblurrer.config.batch,
+        **engine,
         "checkpoint": options.checkpoint,
         "start": options.start,
         "end": options.end,
@@ -171,6 +175,24 @@ def _settings(source: Source, deblurrer: Deblurrer, options: VideoOptions, specs
             for s in specs
         ],
     }
+
+
+def _engine(run: VideoRun) -> tuple[dict[str, Any], bool]:
+    """How this run's frames go through the network, settled once (on a replica with a cluster),
+    and whether the tile was left to "auto"."""
+    source, cluster = run.source, run.cluster
+    if cluster is None:
+        assert run.deblurrer is not None
+        auto = run.deblurrer.tile is None
+        d = run.settle()
+        model, config, tile, settings = d.model, d.config, d.tile or 0, d.settings
+    else:
+        auto = cluster.run.tile == "auto"
+        model, config = cluster.loaded.model, cluster.run
+        tile, settings = cluster.settle(source.total, source.height, source.width)
+        run.summary.tile = tile
+    engine = {"model": model_fingerprint(model), **settings, "tile": tile, "tile_overlap": config.tile_overlap}
+    return {**engine, "batch": config.batch}, auto
 
 
 def _fingerprint(source: Source) -> dict[str, Any]:
@@ -198,6 +220,8 @@ def run_video(run: VideoRun) -> None:
         summary.warnings.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
     global_header = bool(av.format.ContainerFormat(fmt, "w").flags & GLOBAL_HEADER_FORMAT)
+    engine, auto_tile = _engine(run)
+    threads = encoder_threads(options, str(engine["device"]))
     specs = []
     for div in (1, 2, 4) if options.save_scales else (1,):
         w, h = -(-source.width // div), -(-source.height // div)
@@ -215,14 +239,12 @@ def run_video(run: VideoRun) -> None:
                 tuple(sorted(opts.items())),
                 bit_rate,
                 global_header,
-                encoder_threads(options, run.deblurrer),
+                threads,
                 source.sar,
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
-    auto_tile = run.deblurrer.tile is None
-    deblurrer = run.settle()
-    settings = _settings(source, deblurrer, options, specs)
+    settings = _settings(source, engine, options, specs)
     work = WorkDir(out_path)
     if work.exists():
         old = work.settings()
@@ -233,7 +255,9 @@ def run_video(run: VideoRun) -> None:
             )
         if options.resume:
             if auto_tile and isinstance(old.get("tile"), int):
-                deblurrer.tile = settings["tile"] = old["tile"]  # auto then is auto now, whatever memory is free
+                settings["tile"] = summary.tile = old["tile"]  # auto then is auto now, whatever memory is free
+                if run.deblurrer is not None:
+                    run.deblurrer.tile = old["tile"]
             diff = _diff(old, settings)
             if diff:
                 raise VideoError(
@@ -250,20 +274,55 @@ def run_video(run: VideoRun) -> None:
     else:
         work.start(settings)
 
-    summary.resumed = work.frames_done()
-    summary.codec, summary.pix_fmt, summary.tile = codec, pix_fmt, deblurrer.tile or 0
-
-    writer = SegmentWriter(work, specs, options.checkpoint, work.done())
-    run_pipeline(run, summary.resumed, writer)
+    summary.codec, summary.pix_fmt = codec, pix_fmt
+    if run.cluster is None:
+        summary.resumed = work.frames_done()
+        writer = SegmentWriter(work, specs, options.checkpoint, work.done())
+        run_pipeline(run, summary.resumed, writer)
+        segments = writer.segments
+    else:
+        segments = _cluster_segments(run, specs, work, settings["tile"])
     if not summary.resumed + summary.deblurred:
         work.clear()
         raise no_frames(source, options)
 
     t0 = time.perf_counter()
-    summary.streams_copied = assemble(source, work, outputs, specs, writer.segments)
+    summary.streams_copied = assemble(source, work, outputs, specs, segments)
     summary.encode_seconds += time.perf_counter() - t0
     for s, p in zip(SCALE_NAMES, outputs[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(p)
     work.clear()
     for p in outputs:
         remove_stale_parts(p)  # what a run killed while muxing left behind
+
+
+def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, tile: int) -> int:
+    """The segment jobs not yet in ``work``, run by the cluster's replicas in parallel, each
+    result written into ``work`` as it comes. Returns how many segments, from the first, exist."""
+    from mimocli.cluster import VideoJob
+
+    source, options, summary, cluster = run.source, run.options, run.summary, run.cluster
+    if source.total is None:
+        raise VideoError(f"{source.path}: its length is unknown, so it cannot be cut into segments", "drop --ray")
+    planned = max(1, -(-source.total // options.checkpoint))
+    todo = [k for k in range(planned) if not work.segment(k).exists()]
+    summary.resumed = done = sum(read_segment(work.segment(k))[0] for k in range(planned) if k not in todo)
+    if run.on_progress:
+        run.on_progress(done, source.total)
+    digest = hashlib.sha256(source.path.read_bytes()).hexdigest()
+    video = VideoJob(source.path.name, str(source.path), digest, options, specs, tile)
+    for result in cluster.segments(video, source.path, todo, planned):
+        for k, data in result["files"].items():
+            write_bytes_atomic(work.segment(k), data)
+        counts, times = result["counts"], result["times"]
+        summary.deblurred += counts["deblurred"]
+        summary.repaired += counts["repaired"]
+        source.missing += counts["missing"]
+        summary.decode_seconds += times["decode"]
+        summary.infer_seconds += times["infer"]
+        summary.encode_seconds += times["encode"]
+        done += counts["deblurred"]
+        if run.on_progress:
+            run.on_progress(done, max(source.total, done))
+    summary.retries = cluster.retries
+    return work.done()

@@ -1,0 +1,174 @@
+"""The same `mimo deblur`, `mimo video` and `mimo eval` on a real local Ray cluster (2 CPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from mimocli.images import write_image  # noqa: E402
+from mimocli.settings import ClusterSettings, RunSettings  # noqa: E402
+from mimocli.video import VideoOptions, WorkDir, deblur_video  # noqa: E402
+
+from .clips import make_clip  # noqa: E402
+from .conftest import photo  # noqa: E402
+from .test_cli import run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One private cluster for the module: each test's run joins it (--ray local reuses it)."""
+    from mimocli.cluster import connect
+
+    resources = connect(ClusterSettings("local"))
+    yield resources
+    ray.shutdown()
+
+
+def _photos(folder: Path, n: int = 6) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        write_image(folder / f"p{i}.png", photo(48, 64, seed=i))
+    write_image(folder / "gray_alpha.png", np.dstack([photo(40, 40)[:, :, 0], np.full((40, 40), 99, np.uint8)]))
+    write_image(folder / "deep.png", (photo(40, 56).astype(np.uint16) * 257))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    return folder
+
+
+def _records(stdout: str) -> dict[str, str]:
+    return {Path(r["input"]).name: r["status"] for r in map(json.loads, stdout.splitlines())}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_photos_on_the_cluster_are_the_local_run(cluster, tmp_path, tiny_weights):
+    pics = _photos(tmp_path / "pics")
+    # One thread each, as a replica has: oneDNN's sums, and so the last bit of a 16-bit output,
+    # depend on how many threads share a convolution.
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "--save-scales", "--json")
+    local = run("deblur", pics, "-o", tmp_path / "local", *common)
+    remote = run("deblur", pics, "-o", tmp_path / "ray", *common, "--ray", "local", "--ray-replicas", "2")
+    assert local.exit_code == remote.exit_code == 1  # the broken file, in both
+    assert "broken.png" in remote.stderr and "mimo-worker" not in remote.stderr  # its own path, not the worker's
+    assert _records(local.stdout) == _records(remote.stdout)
+    assert _records(remote.stdout)["broken.png"] == "failed"
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")  # byte for byte, scales and all
+    assert not any(p.name.endswith(".part") for p in (tmp_path / "ray").iterdir())
+
+
+def test_skip_existing_after_a_partial_run_does_only_what_is_missing(cluster, tmp_path, tiny_weights):
+    pics = _photos(tmp_path / "pics", n=4)
+    (pics / "broken.png").unlink()
+    out = tmp_path / "out"
+    common = ("-w", tiny_weights, "--device", "cpu", "--json", "--ray", "local")
+    first = run("deblur", pics / "p0.png", pics / "p1.png", "-o", out, *common)
+    assert first.exit_code == 0, first.output
+    kept = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run("deblur", pics, "-o", out, "--skip-existing", *common)
+    assert again.exit_code == 0, again.output
+    status = _records(again.stdout)
+    assert status["p0.png"] == status["p1.png"] == "skipped"
+    assert {status[n] for n in ("p2.png", "p3.png", "gray_alpha.png", "deep.png")} == {"ok"}
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in kept.items())  # not written again
+    refused = run("deblur", pics, "-o", out, *common)
+    assert refused.exit_code == 1 and "already exists" in refused.stderr
+
+
+def test_a_killed_worker_is_retried_and_changes_nothing(cluster, tmp_path, tiny_weights):
+    from mimocli.cluster import Cluster
+    from mimocli.paths import plan_jobs
+    from mimocli.photos import PhotoOptions
+    from mimocli.weights import load_weights
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(10):
+        write_image(pics / f"p{i}.png", photo(96, 128, seed=i))
+    local = run("deblur", pics, "-o", tmp_path / "local", "-w", tiny_weights, "--device", "cpu", "--threads", "1", "-q")
+    assert local.exit_code == 0, local.output
+
+    loaded = load_weights(None, "cpu", tiny_weights)
+    c = Cluster(ClusterSettings("local", replicas=2), loaded, RunSettings(device="cpu", threads=1))
+    pids = [pid for _actor, pid in ray.get([a.identity.remote() for a in c.actors])]
+    results = []
+    try:
+        for job, outcome in c.photos(plan_jobs([str(pics)], str(tmp_path / "ray")), PhotoOptions(), "tiny"):
+            results.append((job, outcome))
+            if len(results) == 1:
+                os.kill(pids[1], signal.SIGKILL)  # a worker dies with a job in hand
+    finally:
+        c.close()
+    assert len(results) == 10 and all(o.status == "ok" for _j, o in results)
+    assert c.retries >= 1
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+
+
+def test_video_on_the_cluster_is_the_local_video_byte_for_byte(cluster, tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac")
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4", "--json")
+    local = run("video", src, tmp_path / "local.mkv", *common)
+    assert local.exit_code == 0, local.output
+    remote = run("video", src, tmp_path / "ray.mkv", *common, "--ray", "local", "--ray-replicas", "2")
+    assert remote.exit_code == 0, remote.output
+    info = json.loads(remote.stdout)
+    assert (info["frames"], info["deblurred"], info["streams_copied"]) == (14, 14, 1)
+    assert (tmp_path / "local.mkv").read_bytes() == (tmp_path / "ray.mkv").read_bytes()
+    assert not WorkDir(tmp_path / "ray.mkv").path.exists()
+
+
+def test_a_local_run_interrupted_is_finished_by_the_cluster(cluster, tmp_path, tiny_weights):
+    from mimocli.engine import Deblurrer
+    from mimocli.weights import load_weights
+
+    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac")
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4")
+    assert run("video", src, tmp_path / "whole.mkv", *common, "-q").exit_code == 0
+
+    def stop(done: int, total: int | None) -> None:
+        if done >= 8:
+            raise KeyboardInterrupt
+
+    torch.set_num_threads(1)  # as the cluster's one-CPU replicas run
+    d = Deblurrer(load_weights(None, "cpu", tiny_weights).model, RunSettings(device="cpu", threads=1))
+    dst = tmp_path / "out.mkv"
+    with pytest.raises(KeyboardInterrupt):
+        deblur_video(src, dst, d, VideoOptions(codec="ffv1", checkpoint=4), stop)
+    assert WorkDir(dst).done() == 2 and not dst.exists()
+    r = run("video", src, dst, *common, "--resume", "--json", "--ray", "local")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert (info["resumed"], info["deblurred"]) == (8, 6)
+    assert dst.read_bytes() == (tmp_path / "whole.mkv").read_bytes()
+
+
+def test_eval_on_the_cluster_scores_as_the_local_run(cluster, tmp_path, tiny_weights):
+    root = tmp_path / "pairs"
+    for i in range(3):
+        for kind in ("blur", "sharp"):
+            (root / f"seq{i}" / kind).mkdir(parents=True, exist_ok=True)
+            write_image(root / f"seq{i}" / kind / "000001.png", photo(48, 64, seed=i + (kind == "sharp")))
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "--json")
+    local = json.loads(run("eval", root, *common).stdout)
+    remote = json.loads(run("eval", root, *common, "--ray", "local").stdout)
+    for a, b in zip(local["images"], remote["images"], strict=True):
+        assert (a["name"], a["psnr"], a["ssim"]) == (b["name"], b["psnr"], b["ssim"])
+
+
+def test_without_ray_nothing_imports_it(tmp_path, tiny_weights):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mimocli.cli.deblur, mimocli.cli.video, mimocli.photos, mimocli.video;print('ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
