@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from mimocli.arch import MIMOUNet
 
@@ -68,3 +69,30 @@ def photo(h: int = 64, w: int = 96, channels: int = 3, dtype: type = np.uint8, s
     maxv = np.iinfo(dtype).max
     arr = np.clip(img, 0, 1) * maxv
     return np.rint(arr).astype(dtype)
+
+
+class Probe(nn.Module):
+    """tiny_model() that hands every input it gets to ``look`` first (a function: the Deblurrer's
+    copy of this model calls the same one)."""
+
+    def __init__(self, look: Callable[[torch.Tensor], object]) -> None:
+        super().__init__()
+        self.net, self.look = tiny_model(), look
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.look(x)
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class SmallMemory(nn.Module):
+    """Stands in for a GPU with little memory: inputs over ``limit`` pixels raise CUDA's OOM."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.sizes = tiny_model(), limit, []
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.sizes.append(tuple(x.shape[-2:]))
+        if x.shape[-1] * x.shape[-2] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)  # type: ignore[no-any-return]

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from mimocli import engine
 from mimocli.arch import DIHEDRAL, MIMOUNet
@@ -14,7 +13,7 @@ from mimocli.device import auto_tile, choose_tile, cpu_has_native_bf16, resolve_
 from mimocli.engine import Deblurrer
 from mimocli.errors import DeviceError
 
-from .conftest import photo, tiny_model
+from .conftest import Probe, SmallMemory, photo, tiny_model
 
 
 def test_uint8_rgb_roundtrip_layout():
@@ -89,30 +88,16 @@ def test_bf16_stays_close_to_fp32():
     assert np.abs(got - ref).mean() < 2
 
 
-class _SmallMemory(nn.Module):
-    """Stands in for a GPU with little memory: inputs over ``limit`` pixels raise CUDA's OOM."""
-
-    def __init__(self, inner: nn.Module, limit: int) -> None:
-        super().__init__()
-        self.inner, self.limit, self.sizes = inner, limit, []
-
-    def forward(self, x):
-        self.sizes.append(tuple(x.shape[-2:]))
-        if x.shape[-1] * x.shape[-2] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(x)
-
-
 def test_out_of_memory_retries_with_smaller_tiles():
     img = photo(256, 256)
-    small = _SmallMemory(tiny_model(), 100 * 100)
+    small = SmallMemory(100 * 100)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         r = Deblurrer(small, device="cpu", precision="fp32", tile=0, tile_overlap=16)(img)
     assert r.tile_size <= 96 and r.tiles > 1
     ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img)
     assert np.abs(r.image.astype(int) - ref.image.astype(int)).max() <= 3
 
-    hopeless = _SmallMemory(tiny_model(), 10)
+    hopeless = SmallMemory(10)
     with pytest.raises(DeviceError, match="out of memory"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Deblurrer(hopeless, device="cpu", precision="fp32", tile=0)(img)
@@ -273,16 +258,10 @@ def test_reusing_freed_memory_keeps_every_allocation_working():
 def test_channels_last_switch_sets_the_layout_the_network_sees():
     seen = []
 
-    class Probe(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = tiny_model()
-
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
-            return self.net(x)
+    def look(x: torch.Tensor) -> None:
+        seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
     frames = np.stack([photo(32, 48)])  # arrives as an NHWC view
-    Deblurrer(Probe(), device="cpu", precision="fp32", tile=0, channels_last=False).frames(frames)
-    Deblurrer(Probe(), device="cpu", precision="fp32", tile=0, channels_last=True).frames(frames)
+    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=False).frames(frames)
+    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=True).frames(frames)
     assert seen == [False, True]

@@ -20,7 +20,7 @@ from mimocli.paths import plan_jobs
 from mimocli.photos import PhotoOptions, check_job, deblur_image
 from mimocli.settings import RunSettings
 
-from .conftest import photo, tiny_model
+from .conftest import Probe, SmallMemory, photo, tiny_model
 
 
 def test_run_settings_are_one_checked_value():
@@ -66,17 +66,9 @@ def test_gray_goes_to_the_device_as_one_dense_channel(monkeypatch):
         out = d(img).image
         assert out.shape == img.shape
     seen = []
-
-    class Probe(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = tiny_model()
-
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            seen.append(tuple(x.shape))
-            return self.net(x)
-
-    Deblurrer(Probe(), device="cpu", precision="fp32", tile=0)(photo(24, 32)[:, :, 0])
+    Deblurrer(Probe(lambda x: seen.append(tuple(x.shape))), device="cpu", precision="fp32", tile=0)(
+        photo(24, 32)[:, :, 0]
+    )
     assert seen == [(1, 3, 24, 32)]  # expanded on the device, after the copy
 
 
@@ -94,22 +86,8 @@ def test_non_finite_output_is_checked_in_one_synchronisation(monkeypatch):
     assert len(calls) == 1
 
 
-class _SmallMemory(nn.Module):
-    """Stands in for a GPU with little memory: inputs over ``limit`` pixels raise CUDA's OOM."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.inner, self.limit, self.sizes = tiny_model(), limit, []
-
-    def forward(self, x):
-        self.sizes.append(tuple(x.shape[-2:]))
-        if x.shape[-1] * x.shape[-2] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(x)
-
-
 def test_the_tile_an_out_of_memory_left_sticks():
-    d = Deblurrer(_SmallMemory(100 * 100), device="cpu", precision="fp32", tile=0, tile_overlap=16)
+    d = Deblurrer(SmallMemory(100 * 100), device="cpu", precision="fp32", tile=0, tile_overlap=16)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         first = d(photo(256, 256))
     assert first.tile_size <= 96

@@ -5,9 +5,13 @@
 A later session starts from the shipped weights and continues the curve:
 
     mimo train SHARP --shake --variant lite --init mimocli/bundled/mimo-unet-lite.safetensors --out RUN ...
-    python weights/bundle.py RUN --init-run weights/lite_metrics.jsonl
+    python weights/bundle.py RUN --init-run weights/lite_metrics.jsonl --data SHARP
 
-Reads RUN_DIR/best.safetensors (the export at the best validation PSNR) and RUN_DIR/metrics.jsonl,
+Reads RUN_DIR/best.safetensors (the export at the best validation PSNR) and RUN_DIR/metrics.jsonl.
+With --data (the sharp photos the run trained on), the shipped model and the run's best are first
+scored on the same validation crops, those of the run's own crop size (a run's validation PSNRs
+are comparable only among themselves), and nothing is shipped unless the run's best is better.
+It then
 writes the weights as fp16 safetensors to mimocli/bundled/mimo-unet-lite.safetensors, pins their
 size and sha256 in weights/registry.json, and commits-ready copies of the training curve:
 weights/lite_metrics.jsonl and weights/lite_curve.png (validation PSNR against steps and CPU-hours).
@@ -69,6 +73,24 @@ def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) 
     write_bytes_atomic(path, buf.getvalue())
 
 
+def compare(run: Path, candidate: dict[str, torch.Tensor], data: Path) -> tuple[float, float]:
+    """Validation PSNR of the shipped model and of ``candidate`` on the run's own validation crops."""
+    from mimocli.checkpoints import build_model, read_state_dict
+    from mimocli.shake import split_of
+    from mimocli.train import VAL_CROPS, VAL_SHAKE, validate
+    from mimocli.train_data import ShakeData, find_photos
+
+    crop = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["options"]["crop"]
+    photos = [p for p in find_photos([data]) if split_of(p) == "val"]
+    shaken = ShakeData(photos, crop, VAL_SHAKE)
+    pairs = shaken.fixed(VAL_CROPS)
+    shaken.close()
+    shipped, _ = build_model(read_state_dict(ROOT / "mimocli" / "bundled" / f"{KEY}.safetensors"))
+    mine, _ = build_model({k: t.float() for k, t in candidate.items()})
+    cpu = torch.device("cpu")
+    return validate(shipped, pairs, cpu, True), validate(mine, pairs, cpu, True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the training run folder (mimo train --out)")
@@ -78,11 +100,17 @@ def main() -> None:
         help="where RUN's --init weights came from: a run folder (its steps and CPU time are added) or a "
         "metrics file this script wrote before, such as weights/lite_metrics.jsonl (prepended whole)",
     )
+    ap.add_argument("--data", type=Path, help="the sharp photos (their validation split): compared with the shipped")
     args = ap.parse_args()
     sd = load_file(str(args.run / "best.safetensors"))
     v = get_variant(KEY)
     if architecture_of(sd) != (v.num_res, v.base_channel):
         raise SystemExit(f"{args.run}: holds {architecture_of(sd)}, not {KEY}'s {(v.num_res, v.base_channel)}")
+    if args.data:
+        shipped, candidate = compare(args.run, sd, args.data)
+        print(f"validation crops of the run: shipped {shipped:.3f} dB, run's best {candidate:.3f} dB")
+        if candidate <= shipped:
+            raise SystemExit(f"{args.run}: its best ({candidate:.3f} dB) is no better than the shipped model")
     history = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     n_run = len(history)
     if args.init_run:  # count the steps and CPU time that made the starting weights
@@ -93,10 +121,7 @@ def main() -> None:
         if args.init_run.is_file():  # an earlier session of the same run: one curve
             history = before + history
     run_steps = {h["step"] for h in history[len(history) - n_run :]}
-    vals = [h for h in history if "val_psnr" in h]
-    best = max(vals, key=lambda h: h["val_psnr"])
-    if best["step"] not in run_steps:
-        raise SystemExit(f"{args.run}: its best validation PSNR is below the shipped model's {best['val_psnr']:.3f} dB")
+    best = max((h for h in history if "val_psnr" in h and h["step"] in run_steps), key=lambda h: h["val_psnr"])
     meta = {
         "format": "pt",
         "architecture": "MIMOUNet",
