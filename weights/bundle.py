@@ -37,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "mimo-unet-lite"
 
 
-def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) -> None:
-    """Validation PSNR against steps (bottom axis) and CPU-hours (top axis)."""
+def curve(history: list[dict], path: Path, width: int = 900, height: int = 420, stages: tuple[int, ...] = ()) -> None:
+    """Validation PSNR against steps (bottom axis) and CPU-hours (top axis); a dashed line at each
+    step in ``stages`` where a stage with another validation set (crop size) begins."""
     vals = [(h["step"], h.get("cpu_seconds", 0.0) / 3600, h["val_psnr"]) for h in history if "val_psnr" in h]
     timed = [{"step": 0, "cpu_seconds": 0.0}] + [h for h in history if "cpu_seconds" in h]
     img = Image.new("RGB", (width, height), "white")
@@ -57,6 +58,11 @@ def curve(history: list[dict], path: Path, width: int = 900, height: int = 420) 
             d.line(pts, fill="darkorange", width=2)
         for x, y in pts:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill="darkorange")
+        for step in stages:
+            x = left + (step - s0) / max(s1 - s0, 1) * (right - left)
+            for y in range(top, bottom, 8):
+                d.line([(x, y), (x, y + 4)], fill="gray")
+            d.text((x + 4, bottom - 18), "new stage: its own validation crops", fill="gray")
         for frac in (0, 0.25, 0.5, 0.75, 1):
             x = left + frac * (right - left)
             step = s0 + frac * (s1 - s0)
@@ -116,10 +122,14 @@ def main() -> None:
     if args.init_run:  # count the steps and CPU time that made the starting weights
         file = args.init_run if args.init_run.is_file() else args.init_run / "metrics.jsonl"
         before = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
-        steps, cpu = before[-1]["step"], before[-1].get("cpu_seconds", 0.0)
+        # RUN started from the weights exported at the best validation: its steps count on from
+        # that step, its CPU time from all the time spent before (the steps after the best too).
+        start = max((h for h in before if "val_psnr" in h), key=lambda h: h["val_psnr"])["step"]
+        steps, cpu = start, before[-1].get("cpu_seconds", 0.0)
         history = [{**h, "step": h["step"] + steps, "cpu_seconds": h.get("cpu_seconds", 0.0) + cpu} for h in history]
+        history[0] = {**history[0], "stage": True}  # a new stage: validated on its own crops
         if args.init_run.is_file():  # an earlier session of the same run: one curve
-            history = before + history
+            history = [h for h in before if h["step"] <= start] + history
     run_steps = {h["step"] for h in history[len(history) - n_run :]}
     best = max((h for h in history if "val_psnr" in h and h["step"] in run_steps), key=lambda h: h["val_psnr"])
     meta = {
@@ -144,7 +154,7 @@ def main() -> None:
     write_bytes_atomic(registry_path, (json.dumps(registry, indent=2) + "\n").encode())
     lines = "".join(json.dumps(h) + "\n" for h in history)
     write_bytes_atomic(ROOT / "weights" / "lite_metrics.jsonl", lines.encode())
-    curve(history, ROOT / "weights" / "lite_curve.png")
+    curve(history, ROOT / "weights" / "lite_curve.png", stages=tuple(h["step"] for h in history if h.get("stage")))
     print(f"{dest}: step {best['step']}, val {best['val_psnr']:.3f} dB, {len(blob) / 1e6:.2f} MB")
 
 
