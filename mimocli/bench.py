@@ -48,6 +48,7 @@ class BenchResult:
     mode: str  # "baseline" (eager fp32 NCHW) or "fast" (what mimocli runs by default)
     device: str
     precision: str
+    precision_reason: str  # "as asked", "auto", or what the measurement behind auto found
     channels_last: bool
     compiled: bool
     reuse_memory: bool  # glibc kept freed memory for reuse (CPU)
@@ -244,6 +245,7 @@ def _result(
         mode=mode,
         device=str(device),
         precision="fp32" if d is None else str(d.settings["precision"]),
+        precision_reason="as asked" if d is None else d.precision_reason,
         channels_last=False if d is None else d.channels_last,
         compiled=False if d is None else d.compiled,
         reuse_memory=device.type == "cpu" and freed_memory_reused(),

@@ -127,7 +127,11 @@ class Replica:
 
     def identity(self) -> tuple[str, int]:
         """(actor id, process id): a new process id for the same actor means it was restarted."""
-        return ray.get_runtime_context().get_actor_id(), os.getpid()
+        return str(ray.get_runtime_context().get_actor_id()), os.getpid()
+
+    def load(self, weights: list[Any]) -> None:
+        """Load the weights now (the driver waits for this, to report a replica that cannot)."""
+        self.deblurrer(weights)
 
     def _tagged(self, index: int, value: Any) -> dict[str, Any]:
         actor, pid = self.identity()
@@ -225,7 +229,11 @@ class Replica:
             run_pipeline(run, first * checkpoint, writer, until=None if last else (first + 1) * checkpoint)
             files = {i: work.segment(i).read_bytes() for i in range(first, writer.segments)}
             s = run.summary
-            counts = {"deblurred": s.deblurred, "repaired": s.repaired, "missing": source.missing if last else 0}
+            counts = {
+                "deblurred": s.deblurred,
+                "repaired": s.repaired,
+                "missing": getattr(source, "missing", 0) if last else 0,
+            }
             times = {"decode": s.decode_seconds, "infer": s.infer_seconds, "encode": s.encode_seconds}
             return self._tagged(first, (files, counts, times))
         except MimoError as e:
@@ -271,10 +279,10 @@ class Cluster:
             max_concurrency=1,
         )
         cpus = settings.cpus
-        self.actors = [actor.remote(shipped.sha256, shipped.ensemble, run, cpus) for _ in range(self.count)]
+        self.actors: list[Any] = [actor.remote(shipped.sha256, shipped.ensemble, run, cpus) for _ in range(self.count)]
         self.pids: dict[str, set[int]] = {}
         try:
-            ray.get([a.deblurrer.remote(self.weights) for a in self.actors])  # loaded, or why not
+            ray.get([a.load.remote(self.weights) for a in self.actors])  # loaded, or why not
             for actor_id, pid in ray.get([a.identity.remote() for a in self.actors]):
                 self.pids[actor_id] = {pid}
         except ray.exceptions.RayActorError as e:  # __init__ failed: no device, bad weights
@@ -362,7 +370,8 @@ class Cluster:
 
     # -- video segments -----------------------------------------------------------------------
     def settle(self, frames: int | None, height: int, width: int) -> tuple[int, dict[str, object]]:
-        return ray.get(self.actors[0].settle.remote(self.weights, frames, height, width))  # type: ignore[no-any-return]
+        tile, settings = ray.get(self.actors[0].settle.remote(self.weights, frames, height, width))
+        return int(tile), dict(settings)
 
     def segments(self, video: VideoJob, path: Path, todo: list[int], planned: int) -> Iterator[dict[str, Any]]:
         """Run the segment jobs ``todo`` (the last planned one runs to the end of the video);

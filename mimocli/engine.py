@@ -83,12 +83,17 @@ class Deblurrer:
         if self.ensemble:
             if not hasattr(model, "ensemble"):
                 raise ValueError("the self-ensemble needs a MIMOUNet (mimocli.arch), not a " + type(model).__name__)
-            model.ensemble = True
+            setattr(model, "ensemble", True)  # noqa: B010  (nn.Module types its attributes as tensors)
         self.model = model.eval().to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.precision_reason = "auto" if self.config.precision == "auto" else "as asked"
+        if self.config.precision == "auto" and self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            from .calibrate import cpu_precision
+
+            self.dtype, self.precision_reason = cpu_precision(self.model, self.channels_last)
         tile = self.config.tile
         self.tile: int | None = None if tile == "auto" else int(tile)
         self.tile_overlap = self.config.tile_overlap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -232,3 +233,35 @@ def test_ensemble_needs_a_mimo_unet():
         Deblurrer(nn.Conv2d(3, 3, 1), device="cpu", ensemble=True)
     m = MIMOUNet(1, 8, ensemble=True)
     assert copy.deepcopy(m).ensemble
+
+
+def test_auto_precision_on_a_bf16_cpu_is_decided_by_measurement(monkeypatch, tmp_path):
+    from mimocli import calibrate
+
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda *a: True)  # the flags say bf16 is native
+    timings = {"fp32": 1.0, "bf16": 1.6}
+    calls = []
+
+    def fake(model, channels_last):
+        calls.append(channels_last)
+        return dict(timings)
+
+    monkeypatch.setattr(calibrate, "time_precisions", fake)
+    d = Deblurrer(tiny_model(), device="cpu")  # precision auto
+    assert d.dtype == torch.float32 and "1.60x" in d.precision_reason and calls == [True]
+    assert Deblurrer(tiny_model(), device="cpu").dtype == torch.float32 and calls == [True]  # cached
+    assert "measured before" in Deblurrer(tiny_model(), device="cpu").precision_reason
+    assert Deblurrer(tiny_model(), device="cpu", precision="bf16").dtype == torch.bfloat16  # asked: no measuring
+    assert calls == [True]
+
+    cache = tmp_path / "precision.json"
+    timings.update(bf16=0.5)
+    dtype, reason = calibrate.cpu_precision(tiny_model(), True, cache)
+    assert dtype == torch.bfloat16 and "0.50x" in reason and len(calls) == 2
+    cache.write_text("{not json")  # a damaged cache is measured again, not trusted
+    assert calibrate.cpu_precision(tiny_model(), True, cache)[0] == torch.bfloat16 and len(calls) == 3
+    monkeypatch.setattr(torch, "__version__", "9.9.9")  # another torch: its own measurement
+    calibrate.cpu_precision(tiny_model(), True, cache)
+    assert len(calls) == 4 and len(json.loads(cache.read_text())) == 2
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda *a: False)
+    assert Deblurrer(tiny_model(), device="cpu").dtype == torch.float32 and len(calls) == 4  # no bf16: no measuring

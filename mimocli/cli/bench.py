@@ -186,6 +186,9 @@ def bench(
         f"median of {iters} after {warmup} warm-up call(s); TFLOP/s against "
         f"{', '.join(f'{v.tflop_per_720p} TFLOP ({v.name})' for v in chosen)} per 1280x720 frame."
     )
+    for variant_name, reason in dict.fromkeys((r.variant, r.precision_reason) for r in results if r.mode != "baseline"):
+        if reason.startswith("auto"):
+            out.print(f"{variant_name}: precision {reason}", markup=False)
 
 
 def _bench_video(

@@ -59,7 +59,7 @@ def make_deblurrer(
         shape = f"{loaded.model.num_res} blocks of {loaded.model.base_channel} channels"
         say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, MIMO-UNet with {shape}")
         say(
-            f"device: {d.device}, precision: {d.settings['precision']}, channels-last: "
+            f"device: {d.device}, precision: {d.settings['precision']} ({d.precision_reason}), channels-last: "
             f"{'on' if d.channels_last else 'off'}, compile: {d.compile}, threads: {torch.get_num_threads()}, "
             f"tile: {tile_text}, overlap {d.tile_overlap} px{', ensemble of 8' if d.ensemble else ''}"
         )

@@ -58,7 +58,7 @@ PRECISION = typer.Option(
     "--precision",
     "-p",
     callback=parse_precision,
-    help="auto (bf16 on Ampere+ GPUs, else fp16; bf16 on CPUs with native bf16, else fp32; MPS: fp32), or one of them.",
+    help="auto (GPU: bf16 on Ampere+, else fp16; CPU: the faster of fp32/bf16, measured once; MPS: fp32), or one.",
 )
 CHANNELS_LAST = typer.Option(
     None,

@@ -302,6 +302,7 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
     from mimocli.cluster import VideoJob
 
     source, options, summary, cluster = run.source, run.options, run.summary, run.cluster
+    assert cluster is not None
     if source.total is None:
         raise VideoError(f"{source.path}: its length is unknown, so it cannot be cut into segments", "drop --ray")
     planned = max(1, -(-source.total // options.checkpoint))
@@ -317,7 +318,8 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
         counts, times = result["counts"], result["times"]
         summary.deblurred += counts["deblurred"]
         summary.repaired += counts["repaired"]
-        source.missing += counts["missing"]
+        if isinstance(source, VideoSource):
+            source.missing += counts["missing"]
         summary.decode_seconds += times["decode"]
         summary.infer_seconds += times["infer"]
         summary.encode_seconds += times["encode"]

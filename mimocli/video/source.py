@@ -359,6 +359,8 @@ def no_frames(source: Source, options: VideoOptions) -> VideoError:
 
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from .frames import FrameFolder
 
-    Source = VideoSource | FrameFolder  # what a run reads frames from
+    Source: TypeAlias = VideoSource | FrameFolder  # what a run reads frames from
