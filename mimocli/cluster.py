@@ -28,6 +28,7 @@ import ray
 from ray.util import ActorPool
 
 from .atomic import remove_stale_parts, write_bytes_atomic
+from .downloads import unreachable
 from .errors import ClusterError, ImageError, IntegrityError, MimoError, OutputError
 from .evaluate import EvalRecord, Pair
 from .paths import Job, targets
@@ -43,11 +44,15 @@ def connect(settings: ClusterSettings) -> dict[str, float]:
     """Join (or, for "local", start) the cluster; returns its resources. Raises ClusterError."""
     if not ray.is_initialized():
         logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not ours to print
+        # Ray would replace this process's print with its own, for progress bars of its workers.
+        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
         quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": False}
         try:
             if settings.address == "local":
                 ray.init(address="local", include_dashboard=False, **quiet)
             else:
+                if settings.address != "auto" and (why := unreachable(_as_url(settings.address))):
+                    raise ConnectionError(why)  # at once, not after Ray's minutes of retries
                 ray.init(address=settings.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -56,6 +61,11 @@ def connect(settings: ClusterSettings) -> dict[str, float]:
                 "start one with `ray start --head` and pass --ray auto, or use --ray local",
             ) from None
     return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _as_url(address: str) -> str:
+    """A Ray address (ray://host:port, host:port) as a URL whose host and port can be probed."""
+    return address if "://" in address else f"tcp://{address}"
 
 
 def replica_count(settings: ClusterSettings, resources: dict[str, float]) -> int:

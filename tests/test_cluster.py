@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,11 +166,34 @@ def test_eval_on_the_cluster_scores_as_the_local_run(cluster, tmp_path, tiny_wei
 
 
 def test_without_ray_nothing_imports_it(tmp_path, tiny_weights):
-    import subprocess
-    import sys
-
     code = (
         "import sys, mimocli.cli.deblur, mimocli.cli.video, mimocli.photos, mimocli.video;print('ray' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def _mimo(*args: object, code: str = "") -> subprocess.CompletedProcess[str]:
+    """`mimo` in a fresh process (a cluster joined in this one would be reused)."""
+    script = f"import sys; {code}\nfrom mimocli.cli import main; sys.argv = ['mimo', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_a_cluster_that_cannot_be_had_is_one_line_at_once(tmp_path, tiny_weights):
+    write_image(tmp_path / "a.png", photo(32, 32))
+    common = (tmp_path / "a.png", "-o", tmp_path / "out", "-w", tiny_weights)
+    done = _mimo("deblur", *common, "--ray", "127.0.0.1:9")  # nothing listens there: no minutes of retries
+    assert done.returncode == 1 and "cannot join the Ray cluster at 127.0.0.1:9" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = _mimo("deblur", *common, "--ray", "local", code="sys.modules['ray'] = None")  # Ray not installed
+    assert done.returncode == 1 and 'pip install "mimocli[ray]"' in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_joining_leaves_the_process_as_it_was(cluster):
+    import builtins
+
+    from mimocli.cluster import connect
+
+    assert builtins.print.__module__ == "builtins"  # Ray would have put its own print in its place
+    assert connect(ClusterSettings("local"))["CPU"] >= 1
