@@ -299,7 +299,7 @@ def run_video(run: VideoRun) -> None:
 def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, tile: int) -> int:
     """The segment jobs not yet in ``work``, run by the cluster's replicas in parallel, each
     result written into ``work`` as it comes. Returns how many segments, from the first, exist."""
-    from mimocli.cluster import VideoJob
+    from mimocli.replica import VideoJob
 
     source, options, summary, cluster = run.source, run.options, run.summary, run.cluster
     assert cluster is not None
