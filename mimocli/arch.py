@@ -9,6 +9,8 @@ checkpoints. This module imports torch and nothing of ours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual alias)
 from torch import nn
@@ -150,15 +152,7 @@ class MIMOUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B,3,H,W) in [0,1], H and W multiples of 4 -> [1/4, 1/2, full] images, unclamped."""
-        if not self.ensemble:
-            return self._forward(x)
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        acc: list[torch.Tensor] = []
-        for k, flip in DIHEDRAL:
-            outs = self._forward(dihedral(x, k, flip).contiguous(memory_format=layout))
-            outs = [dihedral_inverse(o.float(), k, flip) for o in outs]
-            acc = outs if not acc else [a + o for a, o in zip(acc, outs, strict=True)]
-        return [a / len(DIHEDRAL) for a in acc]
+        return self_ensemble(self._forward, x) if self.ensemble else self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x_2 = _down(x)
@@ -190,6 +184,17 @@ class MIMOUNet(nn.Module):
         z = self.Decoder[2](z)
         out_1 = self.feat_extract[5](z) + x
         return [out_4, out_2, out_1]
+
+
+def self_ensemble(net: Callable[[torch.Tensor], list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
+    """The mean of ``net``'s outputs over the 8 flips and rotations of ``x``, each turned back."""
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    acc: list[torch.Tensor] = []
+    for k, flip in DIHEDRAL:
+        outs = net(dihedral(x, k, flip).contiguous(memory_format=layout))
+        outs = [dihedral_inverse(o.float(), k, flip) for o in outs]
+        acc = outs if not acc else [a + o for a, o in zip(acc, outs, strict=True)]
+    return [a / len(DIHEDRAL) for a in acc]
 
 
 # The eight symmetries of the square (4 rotations x optional flip), each with its inverse.

@@ -19,7 +19,7 @@ from .errors import DeviceError
 from .settings import PRECISIONS
 from .tiling import round_down
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.qint8}
 
 # Peak activation memory measured on CPU in float32 (MIMO-UNet and MIMO-UNet+ alike, since the
 # widest tensors, the 224-channel fusion inputs at full resolution, do not depend on depth):
@@ -119,6 +119,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
+    if p == "int8" and device.type != "cpu":
+        raise DeviceError(f"int8 runs on the CPU, not on {device.type}", "use --device cpu, or bf16/fp16 on a GPU")
     return DTYPES[p]
 
 

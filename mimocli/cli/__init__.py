@@ -152,7 +152,7 @@ def _root(
     """Remove motion blur from photos and videos with MIMO-UNet (Cho et al., ICCV 2021)."""
 
 
-from . import bench, deblur, env, evaluate, serve, synth, train, video, weights  # noqa: E402,F401  (registers the commands)
+from . import bench, deblur, env, evaluate, quantize, serve, synth, train, video, weights  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:

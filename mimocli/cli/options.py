@@ -58,7 +58,7 @@ PRECISION = typer.Option(
     "--precision",
     "-p",
     callback=parse_precision,
-    help="auto (GPU: bf16 on Ampere+, else fp16; CPU: the faster of fp32/bf16, measured once; MPS: fp32), or one.",
+    help="auto (GPU: bf16 on Ampere+, else fp16; CPU: fp32/bf16, faster measured; MPS: fp32), fp32, bf16, fp16, int8.",
 )
 CHANNELS_LAST = typer.Option(
     None,

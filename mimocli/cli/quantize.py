@@ -1,0 +1,84 @@
+"""`mimo quantize [VARIANT]`: an int8 model for the CPU, calibrated once, with what it costs shown."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import typer
+
+from mimocli.errors import ImageError
+
+from . import app, err, fail_on_error, options, out, warnings_to_stderr
+from .deblur import load_model
+
+
+@app.command()
+def quantize(
+    variant: str | None = typer.Argument(
+        None, callback=options.parse_variant, help="Variant (default: mimo-unet-plus)."
+    ),
+    weights: str | None = options.WEIGHTS,
+    cache_dir: Path | None = options.CACHE_DIR,
+    calibrate: Path | None = typer.Option(
+        None,
+        "--calibrate",
+        help="Folder of your own photos: every other one calibrates, the rest measure the cost. "
+        "Default: the image shipped for it.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or warnings."),
+) -> None:
+    """Make the int8 model that --precision int8 uses (CPU), and print how far its output is from
+    the float model's (PSNR) on images it was not calibrated on."""
+    import numpy as np
+    import torch
+
+    from mimocli.engine import Deblurrer
+    from mimocli.images import is_image_path
+    from mimocli.quantize import BUNDLED_CALIBRATION, calibration_images, quantized_for
+
+    with fail_on_error():
+        if calibrate is not None:
+            if not calibrate.is_dir():
+                raise ImageError(f"{calibrate}: not a folder", "pass a folder of photos to --calibrate")
+            files = sorted(p for p in calibrate.iterdir() if is_image_path(p))
+            if len(files) < 2:
+                raise ImageError(f"{calibrate}: holds {len(files)} image(s)", "pass a folder of two photos or more")
+        else:
+            files = [BUNDLED_CALIBRATION]
+        calib, held = (files[::2], files[1::2]) if len(files) > 1 else (files, files)
+    loaded = load_model(variant, weights, cache_dir, quiet)
+    with fail_on_error(), warnings_to_stderr(quiet):
+        images, names = calibration_images(calib)
+        t0 = time.perf_counter()
+        int8, said = quantized_for(loaded.model, images, names)
+        seconds = time.perf_counter() - t0
+        test, test_names = calibration_images(held)
+        exact = Deblurrer(loaded.model, device="cpu", precision="fp32")
+        fast = Deblurrer(loaded.model, device="cpu", precision="int8")  # the file just made
+        scores = []
+        for name, img in zip(test_names, test, strict=True):
+            a = exact(img).image.astype(np.float64)
+            b = fast(img).image.astype(np.float64)
+            peak = 65535.0 if img.dtype == np.uint16 else 255.0
+            mse = float(np.mean((a - b) ** 2))
+            scores.append((name, math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)))
+    record = {
+        "weights": loaded.to_dict(),
+        "calibrated_on": names,
+        "seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "psnr_vs_float": {n: round(p, 2) for n, p in scores},
+        "note": said,
+    }
+    if as_json:
+        out.print(json.dumps(record), markup=False, highlight=False)
+        return
+    same = " (the calibration image: pass --calibrate with your own photos for a fair figure)" if not calibrate else ""
+    for name, psnr in scores:
+        out.print(f"{name}: int8 output {psnr:.2f} dB PSNR from the float output{same}", markup=False)
+    if not quiet:
+        err.print(f"{loaded.variant.name}: {said}, in {seconds:.1f} s; --precision int8 now uses it", markup=False)
