@@ -111,7 +111,7 @@ def test_devices_and_precisions():
     assert resolve_precision("auto", torch.device("mps")) == torch.float32
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(DeviceError, match="unknown precision"):
-        resolve_precision("int8", torch.device("cpu"))
+        resolve_precision("int4", torch.device("cpu"))  # int8 is a precision now (issue 14)
     with pytest.raises(DeviceError, match="unknown device|unsupported device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
