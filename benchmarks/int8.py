@@ -4,8 +4,9 @@
 
 Random weights for MIMO-UNet (the cost is the published one's), the bundled weights for lite;
 the int8 model is calibrated on the image shipped for it. Prints a markdown table: ms per frame
-(median), speed-up over the baseline and over the float fast path, and the int8 output's PSNR
-against the baseline's fp32 output.
+(median), speed-up over the baseline and over the float fast path, the share of this machine's
+convolution ceiling in that precision (mimocli.ceiling, TFLOP/s or TOP/s), and the PSNR against
+the baseline's fp32 output.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from mimocli.weights import load_weights
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="base,lite")
+    ap.add_argument("--variants", default="base,plus,lite")
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 1280x720, median of {args.iters}")
-    print("| variant | path | ms/frame | speed-up vs baseline | vs float fast path | PSNR dB vs fp32 |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| variant | path | ms/frame | speed-up vs baseline | vs float fast path | of the conv ceiling | PSNR dB vs fp32 |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name in args.variants.split(","):
         v = get_variant(name)
         model = load_weights(name, "cpu").model if v.name == "mimo-unet-lite" else random_model(v.num_res)
@@ -41,9 +44,10 @@ def main() -> None:
         for path, r in rows:
             over_fast = fast.median_ms / r.median_ms
             psnr = "-" if r.psnr_db is None else f"{r.psnr_db:.1f}"
+            peak = f"{r.tflops / r.ceiling_tflops:.0%} of {r.ceiling_tflops:.3f}" if r.ceiling_tflops else "-"
             print(
                 f"| {v.name} | {path} | {r.median_ms:.0f} | {base.result.median_ms / r.median_ms:.2f}x | "
-                f"{over_fast:.2f}x | {psnr} |",
+                f"{over_fast:.2f}x | {peak} | {psnr} |",
                 flush=True,
             )
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .arch import MIMOUNet
+from .ceiling import conv_ceiling
 from .device import freed_memory_reused, resolve_device, reuse_freed_memory
 from .engine import Deblurrer
 from .pixels import rgb8, to_frames
@@ -66,6 +67,7 @@ class BenchResult:
     speedup: float | None = None  # baseline median / this median, measured in the same run
     rel_error: float | None = None  # ||fast - baseline|| / ||baseline|| on the full-scale output
     psnr_db: float | None = None  # between the fast and baseline full-scale outputs, in [0, 1]
+    ceiling_tflops: float | None = None  # one 3x3 convolution's rate here in this precision (mimocli.ceiling)
     times_ms: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +261,7 @@ def _result(
         p90_ms=percentile(per_frame, 90),
         fps=1000 / median,
         tflops=tflop_per_frame(variant, width, height) / (median / 1000),
+        ceiling_tflops=conv_ceiling(str(device), "fp32" if d is None else str(d.settings["precision"])),
         peak_memory_mb=peak / 2**20,
         times_ms=per_frame,
     )
@@ -376,10 +379,17 @@ def bench_suite(
     for i, c in enumerate(cases):
         if i in base:
             results.append(base[i].result)
-        for compiled in (run.compile,) if compile is None else compile:
+        # int8 is shown beside the float fast path it replaces, in the same run.
+        precisions = ("auto", "int8") if run.precision == "int8" else (run.precision,)
+        for precision, compiled in (
+            (p, k) for p in precisions for k in ((run.compile,) if compile is None else compile)
+        ):
             if on_progress:
-                on_progress(f"{c.variant.name} {c.width}x{c.height} fast" + (" compiled" if compiled is True else ""))
-            results.append(bench_fast(c, run.replace(compile=compiled), warmup, iters, image, base.get(i)))
+                on_progress(
+                    f"{c.variant.name} {c.width}x{c.height} {precision}" + (" compiled" if compiled is True else "")
+                )
+            step = run.replace(compile=compiled, precision=precision)
+            results.append(bench_fast(c, step, warmup, iters, image, base.get(i)))
     return results
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,8 +80,19 @@ def cpu_precision(
 
     A measurement is taken once and cached (``cache``, default cache_file()); a cache that cannot
     be read is measured again, one that cannot be written is only not kept."""
+    times, when = _measured(
+        key(model, channels_last), lambda: (measure or time_precisions)(model, channels_last), cache
+    )
+    ratio = times["bf16"] / times["fp32"] if times["fp32"] > 0 else 1.0
+    if ratio < MARGIN:
+        return torch.bfloat16, f"auto: bf16 takes {ratio:.2f}x the time of fp32 on this CPU ({when})"
+    return torch.float32, f"auto: bf16 would take {ratio:.2f}x the time of fp32 on this CPU ({when})"
+
+
+def _measured(entry: str, measure: Callable[[], dict[str, float]], cache: Path | None) -> tuple[dict[str, float], str]:
+    """The timings cached under ``entry``, or ``measure()``'s, cached (best effort); and whether
+    they were measured now or before. A damaged cache file is measured again."""
     path = cache or cache_file()
-    entry = key(model, channels_last)
     try:
         known = json.loads(path.read_text())
         if not isinstance(known, dict):
@@ -88,18 +100,52 @@ def cpu_precision(
     except (OSError, ValueError):
         known = {}
     times = known.get(entry)
-    measured = not (isinstance(times, dict) and all(isinstance(times.get(p), (int, float)) for p in ("fp32", "bf16")))
-    if measured:
-        times = (measure or time_precisions)(model, channels_last)
-        known[entry] = times
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
-        except OSError:
-            pass
-    assert isinstance(times, dict)
-    ratio = times["bf16"] / times["fp32"] if times["fp32"] > 0 else 1.0
-    when = "measured now" if measured else "measured before"
-    if ratio < MARGIN:
-        return torch.bfloat16, f"auto: bf16 takes {ratio:.2f}x the time of fp32 on this CPU ({when})"
-    return torch.float32, f"auto: bf16 would take {ratio:.2f}x the time of fp32 on this CPU ({when})"
+    if isinstance(times, dict) and times and all(isinstance(v, (int, float)) for v in times.values()):
+        return times, "measured before"
+    times = measure()
+    known[entry] = times
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
+    except OSError:
+        pass
+    return times, "measured now"
+
+
+def time_int8(float_model: nn.Module, dtype: torch.dtype, channels_last: bool, int8: nn.Module) -> dict[str, float]:
+    """Seconds per call of the float model (at ``dtype``, as the Deblurrer runs it) and of the
+    int8 model, on a SIZE x SIZE image: the best of REPEAT calls after one untimed."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(1, 3, SIZE, SIZE)
+    runs = {
+        "float": lambda: float_model(x.contiguous(memory_format=fmt)),
+        "int8": lambda: int8(x),
+    }
+    times = {}
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="All inputs of this cat operator")
+        for name, run in runs.items():
+            with torch.autocast("cpu", dtype=dtype, enabled=name == "float" and dtype == torch.bfloat16):
+                run()
+                best = float("inf")
+                for _ in range(REPEAT):
+                    t0 = time.perf_counter()
+                    run()
+                    best = min(best, time.perf_counter() - t0)
+            times[name] = best
+    return times
+
+
+def int8_faster(
+    float_model: nn.Module, dtype: torch.dtype, channels_last: bool, int8: nn.Module, cache: Path | None = None
+) -> tuple[bool, str]:
+    """Whether the int8 model (one the user allowed auto to use) beats the float one here, and why."""
+    name = "bf16" if dtype == torch.bfloat16 else "fp32"
+    entry = f"{key(float_model, channels_last)}, int8 against {name}"
+    times, when = _measured(entry, lambda: time_int8(float_model, dtype, channels_last, int8), cache)
+    ratio = times["int8"] / times["float"] if times["float"] > 0 else 1.0
+    verb = "takes" if ratio < MARGIN else "would take"
+    return (
+        ratio < MARGIN,
+        f"auto: int8 (allowed by mimo quantize --auto) {verb} {ratio:.2f}x the time of {name} ({when})",
+    )

@@ -97,7 +97,16 @@ class Deblurrer:
             self.dtype, self.precision_reason = cpu_precision(self.model, self.channels_last)
         self.float_model = self.model  # what a NaN/Inf output is redone with, in fp32
         self.int8: nn.Module | None = None
-        if self.dtype == torch.qint8:
+        if self.config.precision == "auto" and self.device.type == "cpu" and self.config.compile is not True:
+            from .calibrate import int8_faster
+            from .quantize import allowed_int8
+
+            if (allowed := allowed_int8(self.model)) is not None:
+                faster, reason = int8_faster(self.model, self.dtype, self.channels_last, allowed)
+                if faster:
+                    self.dtype, self.int8, self.precision_reason = torch.qint8, allowed, reason
+                    self.channels_last = False
+        if self.dtype == torch.qint8 and self.int8 is None:  # asked for (auto's choice is loaded above)
             if self.config.compile is True:
                 raise ValueError("int8 runs eagerly: drop --compile")
             from .quantize import quantized_for

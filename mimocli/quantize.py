@@ -93,7 +93,7 @@ def cache_key(float_sha256: str) -> str:
     return hashlib.sha256(f"{float_sha256}|{torch.__version__}|{RECIPE}".encode()).hexdigest()[:16]
 
 
-def save(quantized: nn.Module, path: Path, float_sha256: str, calibrated_on: list[str]) -> Path:
+def save(quantized: nn.Module, path: Path, float_sha256: str, calibrated_on: list[str], auto: bool = False) -> Path:
     buf = io.BytesIO()
     torch.save(quantized.state_dict(), buf)
     data = buf.getvalue()
@@ -104,6 +104,7 @@ def save(quantized: nn.Module, path: Path, float_sha256: str, calibrated_on: lis
         "torch": torch.__version__,
         "recipe": RECIPE,
         "calibrated_on": calibrated_on,
+        "auto": auto,  # --precision auto may use it where it measures faster (mimo quantize --auto)
     }
     write_bytes_atomic(path.with_suffix(".json"), (json.dumps(record, indent=1) + "\n").encode())
     return path
@@ -158,7 +159,11 @@ def calibration_images(files: list[Path] | None = None) -> tuple[list[np.ndarray
 
 
 def quantized_for(
-    model: nn.Module, images: list[np.ndarray] | None = None, names: list[str] | None = None, cache: Path | None = None
+    model: nn.Module,
+    images: list[np.ndarray] | None = None,
+    names: list[str] | None = None,
+    cache: Path | None = None,
+    auto: bool = False,
 ) -> tuple[nn.Module, str]:
     """The int8 model for ``model``'s weights: from the cache, or calibrated now (on ``images``,
     or the shipped one) and cached, replacing what was there; and a line that says which."""
@@ -172,7 +177,19 @@ def quantized_for(
     quantized = quantize(model, crops(images))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save(quantized, path, sha, names)
+        save(quantized, path, sha, names, auto)
     except OSError:
         pass  # a read-only cache: calibrated again next time
     return quantized, f"int8, calibrated now on {', '.join(names)}"
+
+
+def allowed_int8(model: nn.Module, cache: Path | None = None) -> nn.Module | None:
+    """The int8 model of these weights if one is stored and the user let --precision auto use
+    it (mimo quantize --auto); else None. Reads only a small record when there is none."""
+    sha = state_sha256(model)
+    path = (cache or cache_folder()) / f"{cache_key(sha)}.pt"
+    try:
+        allowed = json.loads(path.with_suffix(".json").read_text()).get("auto") is True
+    except (OSError, ValueError, AttributeError):
+        return None
+    return load(model, path, sha) if allowed else None

@@ -138,3 +138,20 @@ def test_reuse_memory_switch_in_a_fresh_process():
         base, fast = json.loads(done.stdout)["results"]
         assert base["reuse_memory"] is False  # the baseline always runs as the authors' code would
         assert fast["reuse_memory"] is expected
+
+
+def test_int8_rows_stand_beside_the_float_path_against_the_measured_ceiling(monkeypatch, tmp_path):
+    from mimocli import quantize as qz
+    from mimocli.ceiling import conv_ceiling
+
+    monkeypatch.setattr(qz, "cache_folder", lambda: tmp_path)
+    info = _bench_json("--variant", "lite", "--precision", "int8")
+    base, fast, int8 = info["results"]
+    assert (base["mode"], fast["mode"], int8["mode"]) == ("baseline", "fast", "fast")
+    assert fast["precision"] in ("fp32", "bf16") and int8["precision"] == "int8"
+    assert int8["ceiling_tflops"] == conv_ceiling("cpu", "int8") > 0  # measured here, once per process
+    assert base["ceiling_tflops"] == conv_ceiling("cpu", "fp32") > 0
+    assert int8["speedup"] == pytest.approx(base["median_ms"] / int8["median_ms"])
+    assert int8["psnr_db"] > 25  # random weights on noise frames
+    r = run("bench", "--device", "cpu", "--size", "64x48", "--iters", "1", "--variant", "lite", "-p", "int8")
+    assert r.exit_code == 0 and "of peak" in r.stdout and "int8" in r.stdout

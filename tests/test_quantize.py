@@ -102,3 +102,24 @@ def test_mimo_quantize_calibrates_on_your_photos_and_says_what_it_costs(tmp_path
     assert r.exit_code == 1 and "not a folder" in r.stderr
     r = run("deblur", folder / "p1.png", "-o", tmp_path / "gpu", "-w", tiny_weights, "-p", "int8", "-d", "cuda")
     assert r.exit_code == 1
+
+
+def test_auto_uses_int8_only_when_allowed_and_measured_faster(monkeypatch, tmp_path):
+    from mimocli import calibrate
+
+    monkeypatch.setattr(qz, "cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(calibrate, "cache_file", lambda: tmp_path / "precision.json")
+    images = [photo(64, 96)]
+    qz.quantized_for(tiny_model(), images, ["a"])  # made, but auto not allowed
+    assert Deblurrer(tiny_model(), device="cpu").dtype != torch.qint8
+
+    timings = {"float": 1.0, "int8": 0.3}
+    monkeypatch.setattr(calibrate, "time_int8", lambda *a: dict(timings))
+    qz.quantized_for(tiny_model(), images, ["a"], auto=True)  # mimo quantize --auto
+    d = Deblurrer(tiny_model(), device="cpu")
+    assert d.dtype == torch.qint8 and "0.30x" in d.precision_reason and d.settings["precision"] == "int8"
+    assert d(photo(32, 48)).image.shape == (32, 48, 3)
+    (tmp_path / "precision.json").unlink()
+    timings.update(int8=1.2)  # slower here: float it is
+    assert Deblurrer(tiny_model(), device="cpu").dtype != torch.qint8
+    assert Deblurrer(tiny_model(), device="cpu", precision="fp32").dtype == torch.float32  # asked: no int8

@@ -28,6 +28,9 @@ def quantize(
         help="Folder of your own photos: every other one calibrates, the rest measure the cost. "
         "Default: the image shipped for it.",
     ),
+    auto: bool = typer.Option(
+        False, "--auto", help="Let --precision auto use int8 for these weights where it measures faster here."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary or warnings."),
 ) -> None:
@@ -54,7 +57,7 @@ def quantize(
     with fail_on_error(), warnings_to_stderr(quiet):
         images, names = calibration_images(calib)
         t0 = time.perf_counter()
-        int8, said = quantized_for(loaded.model, images, names)
+        int8, said = quantized_for(loaded.model, images, names, auto=auto)
         seconds = time.perf_counter() - t0
         test, test_names = calibration_images(held)
         exact = Deblurrer(loaded.model, device="cpu", precision="fp32")
@@ -73,6 +76,7 @@ def quantize(
         "torch": torch.__version__,
         "psnr_vs_float": {n: round(p, 2) for n, p in scores},
         "note": said,
+        "auto": auto,
     }
     if as_json:
         out.print(json.dumps(record), markup=False, highlight=False)
