@@ -28,9 +28,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 1280x720, median of {args.iters}")
-    print(
-        "| variant | path | ms/frame | speed-up vs baseline | vs float fast path | of the conv ceiling | PSNR dB vs fp32 |"
-    )
+    print("| variant | path | ms/frame | vs baseline | vs float path | of the conv ceiling | PSNR dB vs fp32 |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in args.variants.split(","):
         v = get_variant(name)
