@@ -4,6 +4,7 @@ safetensors with a record of their size, sha256 and origin beside them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -134,3 +135,12 @@ def read_record(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """sha256 of a model's float weights (what an int8 model is made from, and what a video run records)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

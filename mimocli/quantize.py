@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .atomic import write_bytes_atomic
+from .checkpoints import state_sha256
 from .pixels import rgb8
 
 RECIPE = "fx-x86-static-1"  # changes when the quantization recipe does: older files are stale
@@ -135,15 +136,6 @@ def load(model: nn.Module, path: Path, float_sha256: str) -> nn.Module | None:
     return quantized
 
 
-def state_sha256(model: nn.Module) -> str:
-    """sha256 of a model's float weights (what an int8 model is made from)."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def cache_folder() -> Path:
     """Beside mimocli's other caches, in the hub's assets folder."""
     from .downloads import hf_home
@@ -187,10 +179,16 @@ def quantized_for(
 def allowed_int8(model: nn.Module, cache: Path | None = None) -> nn.Module | None:
     """The int8 model of these weights if one is stored and the user let --precision auto use
     it (mimo quantize --auto); else None. Reads only a small record when there is none."""
+    folder = cache or cache_folder()
+    if not any(_allows_auto(record) for record in folder.glob("*.json")):
+        return None  # the common case, and cheap: no weights hashed on every Deblurrer
     sha = state_sha256(model)
-    path = (cache or cache_folder()) / f"{cache_key(sha)}.pt"
+    path = folder / f"{cache_key(sha)}.pt"
+    return load(model, path, sha) if _allows_auto(path.with_suffix(".json")) else None
+
+
+def _allows_auto(record: Path) -> bool:
     try:
-        allowed = json.loads(path.with_suffix(".json").read_text()).get("auto") is True
+        return json.loads(record.read_text()).get("auto") is True
     except (OSError, ValueError, AttributeError):
-        return None
-    return load(model, path, sha) if allowed else None
+        return False

@@ -96,3 +96,15 @@ class SmallMemory(nn.Module):
         if x.shape[-1] * x.shape[-2] > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.inner(x)  # type: ignore[no-any-return]
+
+
+def compiler_failing_with(monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    """torch.compile replaced by one whose compiled network raises RuntimeError(message)."""
+
+    def compile(model: nn.Module, **kwargs: object) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        def run(x: torch.Tensor) -> list[torch.Tensor]:
+            raise RuntimeError(message)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile)

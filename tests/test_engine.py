@@ -13,7 +13,7 @@ from mimocli.device import auto_tile, choose_tile, cpu_has_native_bf16, resolve_
 from mimocli.engine import Deblurrer
 from mimocli.errors import DeviceError
 
-from .conftest import Probe, SmallMemory, photo, tiny_model
+from .conftest import Probe, SmallMemory, compiler_failing_with, photo, tiny_model
 
 
 def test_uint8_rgb_roundtrip_layout():
@@ -166,13 +166,7 @@ def test_fast_path_switches_agree_with_the_plain_path():
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
-    def broken(model, **kwargs):
-        def run(x):
-            raise RuntimeError("no working C++ compiler")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
+    compiler_failing_with(monkeypatch, "no working C++ compiler")
     x = torch.from_numpy(photo(32, 48)).permute(2, 0, 1)[None]
     d = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0, compile=True)
     assert d.compiled and d.settings["compile"] is True

@@ -21,7 +21,7 @@ from mimocli.paths import plan_jobs
 from mimocli.photos import PhotoOptions, check_job, deblur_image
 from mimocli.settings import RunSettings
 
-from .conftest import Probe, SmallMemory, photo, tiny_model
+from .conftest import Probe, SmallMemory, compiler_failing_with, photo, tiny_model
 
 
 def test_run_settings_are_one_checked_value():
@@ -153,26 +153,14 @@ def test_compile_keeps_inductors_settings_and_device_faults_are_not_swallowed(mo
     dev.compile_model(tiny_model(), torch.device("cpu"))
     assert inductor.freezing == before
 
-    def faulty(model, **kwargs):
-        def run(x):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", faulty)
+    compiler_failing_with(monkeypatch, "CUDA error: an illegal memory access was encountered")
     d = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0, compile=True)
     with pytest.raises(RuntimeError, match="illegal memory access"):
         d.run_tensor(torch.rand(1, 3, 16, 16))
 
 
 def test_a_run_is_settled_once_without_touching_the_callers_deblurrer(monkeypatch):
-    def broken(model, **kwargs):
-        def run(x):
-            raise RuntimeError("no working C++ compiler")
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken)
+    compiler_failing_with(monkeypatch, "no working C++ compiler")
     d = Deblurrer(tiny_model(), device="cpu", precision="fp32", compile=True)
     with pytest.warns(RuntimeWarning, match="running eager"):
         run = d.for_run(10, 48, 64, batch=2)  # the fallback happens here, before the run records it

@@ -14,6 +14,7 @@ import av
 import torch
 
 from mimocli.atomic import remove_stale_parts, write_bytes_atomic
+from mimocli.checkpoints import state_sha256
 from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 
@@ -41,11 +42,7 @@ def open_source(path: Path, options: VideoOptions) -> Source:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return state_sha256(model)[:16]
 
 
 def deblur_video(
