@@ -162,3 +162,16 @@ def test_synth_stills_reproducible_across_folder_layouts(tmp_path):
     for name in ("000", "003"):
         one = read_image(tmp_path / "a/blur" / f"{name}.png").pixels
         assert np.array_equal(one, read_image(tmp_path / "b/blur" / f"{name}.png").pixels)
+
+
+def test_the_blur_is_centred_on_the_sharp_target():
+    # the mean pose is the identity: every drawn shake's kernel has its centre of mass on the target
+    # pixel, so the sharp photo is aligned with the blur (no shift a model cannot see)
+    model = ShakeModel(sharp=0.0, weak=0.0, length=(8.0, 36.0), roll=0.0, push=0.0, noise=0.0, jpeg=0.0)
+    rng = np.random.default_rng(5)
+    for _ in range(8):
+        _, _, shake = shake_region(photo(200, 240), rng, model)
+        k = shake.psf(120, 100, 81)
+        ys, xs = np.mgrid[:81, :81]
+        assert k.sum() == pytest.approx(1.0)
+        assert (k * xs).sum() == pytest.approx(40, abs=0.05) and (k * ys).sum() == pytest.approx(40, abs=0.05)
