@@ -5,7 +5,8 @@
 For the given weights (default: the bundled mimo-unet-lite), on CPU, in one run:
 - PSNR/SSIM on each real GoPro pair in SHARED/data/pairs against the blurry input's;
 - mean PSNR on the synthetic held-out test set (made by
-  `mimo synth --shake SHARED/data/sharp TESTSET --split test --vary`) against the blurry input's;
+  `mimo synth --shake SHARED/data/sharp TESTSET --split test --vary`) against the blurry input's,
+  and the mean gain by length of the camera shake (from the records synth writes beside each pair);
 - tiled (256 px tiles, 64 px overlap) against whole-image PSNR on the pairs;
 - bf16 against fp32 (PSNR of each against the sharp image, and the largest pixel difference);
 - the self-ensemble's gain (MIMO-UNet++ style, 8 flips/rotations) on the pairs;
@@ -49,6 +50,33 @@ def pair_scores(pairs, deblurrer: Deblurrer) -> list[dict]:
             }
         )
     return out
+
+
+SHAKE_BINS = ((0.0, 8.0), (8.0, 16.0), (16.0, float("inf")))  # camera path length, pixels
+
+
+def by_shake(testset: Path, pairs, records) -> list[dict]:
+    """Mean gain per bin of shake length, from the records `mimo synth --shake` writes beside each
+    pair's kernel (TESTSET/kernel/NAME.json); empty for a test set made without them."""
+    rows = []
+    lengths = {}
+    for p in pairs:
+        f = testset / "kernel" / f"{Path(p.name).stem}.json"
+        if f.exists():
+            lengths[p.name] = json.loads(f.read_text())["length"]
+    for lo, hi in SHAKE_BINS:
+        inside = [r for p, r in zip(pairs, records, strict=True) if lo <= lengths.get(p.name, -1) < hi]
+        if inside:
+            rows.append(
+                {
+                    "shake_px": f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}",
+                    "count": len(inside),
+                    "blur_psnr": round(statistics.fmean(r.blur_psnr for r in inside), 3),
+                    "psnr": round(statistics.fmean(r.psnr for r in inside), 3),
+                    "gain_db": round(statistics.fmean(r.psnr - r.blur_psnr for r in inside), 3),
+                }
+            )
+    return rows
 
 
 def outputs(pairs, deblurrer: Deblurrer) -> list[np.ndarray]:
@@ -98,6 +126,7 @@ def main() -> None:
             "blur_ssim": round(statistics.fmean(r.blur_ssim for r in test), 4),
         }
         report["testset"]["gain_db"] = round(report["testset"]["psnr"] - report["testset"]["blur_psnr"], 3)
+        report["testset_by_shake"] = by_shake(args.testset, find_pairs(args.testset), test)
     sharp = [rgb8(read_image(p.sharp).pixels) for p in pairs]
     whole = outputs(pairs, plain)
     if "tiles" not in args.skip:

@@ -17,6 +17,7 @@ Pairs are written in the GoPro layout, OUT/blur/NAME.png and OUT/sharp/NAME.png,
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zlib
@@ -27,9 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import write_bytes_atomic
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
-from .shake import SPLITS, ShakeModel, camera_path, shake_region, splat, split_of
+from .shake import SPLITS, Shake, ShakeModel, camera_path, shake_region, splat, split_of
 from .video import VideoOptions, open_source
 
 ProgressFn = Callable[[int, int | None], None]
@@ -262,6 +264,20 @@ def _stills(inputs: list[Path]) -> Iterator[Path]:
             yield p
 
 
+def shake_record(shake: Shake) -> dict[str, object]:
+    """What a pair's blur was, for breaking results down by it: the camera path's length in pixels,
+    the roll in degrees, the poses averaged, whether in linear light, the noise in 8-bit levels and
+    the JPEG quality (0: none)."""
+    return {
+        "length": round(shake.length, 3),
+        "roll": round(shake.roll, 4),
+        "samples": shake.samples,
+        "linear": shake.linear,
+        "noise": round(shake.noise, 3),
+        "jpeg": shake.jpeg,
+    }
+
+
 def synth_from_stills(
     inputs: list[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -273,7 +289,7 @@ def synth_from_stills(
 ) -> SynthSummary:
     """Blur sharp photos (files or folders of them, descended into) with random camera shake into
     pairs named after the photos; the blur kernel at each photo's centre goes to OUT/kernel/NAME.png
-    (scaled to its peak).
+    (scaled to its peak) and what was drawn (``shake_record``) to OUT/kernel/NAME.json.
 
     An unreadable photo is handed to ``on_error`` and skipped (raised when there is none).
     Raises ValueError for bad options, OutputError for the output, ImageError when no photo is found.
@@ -334,6 +350,8 @@ def synth_from_stills(
             write_image(sharp_path, sharp)
             peak = kernel.max() or 1.0
             write_image(out / "kernel" / f"{name}.png", np.rint(kernel / peak * 255).astype(np.uint8))
+            record = json.dumps(shake_record(shake), indent=1) + "\n"
+            write_bytes_atomic(out / "kernel" / f"{name}.json", record.encode())
             write_image(blur_path, blur)
             summary.pairs += 1
         summary.names.append(name)

@@ -129,6 +129,9 @@ def test_pairs_from_stills_are_reproducible(tmp_path):
             one = read_image(tmp_path / "one" / kind / f"{name}.png").pixels
             assert np.array_equal(one, read_image(tmp_path / "two" / kind / f"{name}.png").pixels)
     assert s2.pairs == 2
+    drawn = json.loads((tmp_path / "one/kernel/a.json").read_text())  # what each pair's blur was
+    assert drawn == json.loads((tmp_path / "two/kernel/a.json").read_text())
+    assert drawn["length"] == pytest.approx(14.0) and drawn["noise"] == pytest.approx(2.0) and drawn["jpeg"] == 80
     sharp = read_image(tmp_path / "one/sharp/a.png").pixels
     assert np.array_equal(sharp, photo(48, 64))
     other = synth_from_stills([photos / "a.png"], tmp_path / "three", ShakeOptions(kernel=15, seed=5))
