@@ -41,6 +41,7 @@ from .registry import (
     get_variant,
     load_registry,
     registry_entry,
+    variant_of_shape,
 )
 
 CACHE_ENV = "MIMO_CACHE_DIR"
@@ -260,6 +261,11 @@ class LoadedWeights:
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "variant": self.variant.name, "sha256": self.sha256}
 
+    @property
+    def label(self) -> str:
+        """How outputs name the model: the variant, or the file's name for weights the user passed."""
+        return self.variant.name if self.name == self.variant.weights_key else Path(self.name).name
+
 
 def fallback_entry() -> WeightsEntry | None:
     """The bundled weights that stand in when the default variant's cannot be had, if any are
@@ -304,6 +310,8 @@ def load_weights(
         v = get_variant(fb.architecture)
         path = verify_bundled(fb)
     model, _ = build_model(read_state_dict(path), str(path))
+    if weights is not None and variant is None:  # the file decides what it holds, not the default
+        v = variant_of_shape(model.num_res, model.base_channel)
     model.ensemble = v.ensemble  # MIMO-UNet++ is MIMO-UNet+ run as a self-ensemble
     name = str(weights) if weights is not None else v.weights_key
     return LoadedWeights(model.to(resolve_device(device)), v, name, path, sha256_file(path))

@@ -454,3 +454,31 @@ def test_old_cache_in_the_hub_folder_is_moved_once_and_hf_cache_stays_clean(tmp_
     assert moved.exists() and verify_cached(moved)["source_sha256"]
     hub = scan_cache_dir(tmp_path / "home" / "hf" / "hub")
     assert not hub.warnings, hub.warnings  # `hf cache ls` sees nothing it does not understand
+
+
+def test_a_weights_file_is_named_by_what_it_holds(tmp_path, monkeypatch):
+    """--weights FILE without --variant: the records name the file's own architecture (not the
+    default MIMO-UNet+), and outputs label the model by the file's name."""
+    import json
+
+    from mimocli.images import write_image
+    from mimocli.weights import load_weights
+
+    from .conftest import photo
+    from .test_cli import run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bundled = _lite_entry().bundled
+    assert bundled is not None
+    loaded = load_weights(None, "cpu", str(bundled), tmp_path / "cache")
+    assert loaded.variant.name == "mimo-unet-lite" and loaded.label == bundled.name
+    assert load_weights("lite", "cpu").label == "mimo-unet-lite"
+    assert load_weights("plusplus", "cpu", str(bundled), tmp_path / "cache").variant.ensemble  # asked for: kept
+    odd = tmp_path / "odd.safetensors"
+    save_file(MIMOUNet(num_res=2, base_channel=8).state_dict(), str(odd))
+    loaded = load_weights(None, "cpu", str(odd), tmp_path / "cache")
+    assert loaded.variant.name == "mimo-unet-2x8" and (loaded.model.num_res, loaded.model.base_channel) == (2, 8)
+    write_image(tmp_path / "a.png", photo(40, 52))
+    r = run("deblur", tmp_path / "a.png", "--weights", odd, "--json", "--compare", "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["weights"]["variant"] == "mimo-unet-2x8"

@@ -124,7 +124,9 @@ def main() -> None:
         before = [json.loads(x) for x in file.read_text().splitlines() if x.strip()]
         # RUN started from the weights exported at the best validation: its steps count on from
         # that step, its CPU time from all the time spent before (the steps after the best too).
-        start = max((h for h in before if "val_psnr" in h), key=lambda h: h["val_psnr"])["step"]
+        # Only the last stage's validations compare with each other (each stage has its own crops).
+        last = max((i for i, h in enumerate(before) if h.get("stage")), default=0)
+        start = max((h for h in before[last:] if "val_psnr" in h), key=lambda h: h["val_psnr"])["step"]
         steps, cpu = start, before[-1].get("cpu_seconds", 0.0)
         history = [{**h, "step": h["step"] + steps, "cpu_seconds": h.get("cpu_seconds", 0.0) + cpu} for h in history]
         history[0] = {**history[0], "stage": True}  # a new stage: validated on its own crops

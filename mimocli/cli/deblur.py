@@ -256,7 +256,7 @@ def _local(
     for job in jobs:
         starting(job)
         try:
-            yield job, deblur_image(job, model, photo, sources, on_tiles, lambda: loaded[0].variant.name)
+            yield job, deblur_image(job, model, photo, sources, on_tiles, lambda: loaded[0].label)
         except MimoError as e:
             yield job, e
 
@@ -289,7 +289,7 @@ def _on_cluster(
     ran.append(cluster)
     loaded.append(cluster.loaded)
     try:
-        yield from cluster.photos(todo, photo, cluster.loaded.variant.name)
+        yield from cluster.photos(todo, photo, cluster.loaded.label)
     finally:
         cluster.close()
 
