@@ -1,9 +1,12 @@
 """Render the shipped example: a synthetic street scene, blurred along a known camera path.
 
-    python examples/make_example.py      # writes examples/scene_sharp.png and scene_blurry.jpg
+    python examples/make_example.py      # writes examples/scene_sharp.png, scene_blurry.jpg, scene_shaken.jpg
 
 The blur is the average of the sharp scene shifted along a smooth, curved camera-shake path
 (the GoPro way: many sharp instants averaged over the exposure), so the ground truth is known.
+scene_shaken.jpg is the same scene under a milder, 8 px hand shake drawn by mimocli's own camera
+shake model (``mimocli.shake``, as `mimo synth --shake` draws it): the kind of blur that the
+bundled mimo-unet-lite model removes, where it leaves the 14 px shake of scene_blurry.jpg as it is.
 """
 
 from __future__ import annotations
@@ -58,11 +61,21 @@ def blur(sharp: np.ndarray) -> np.ndarray:
     return acc / len(camera_path())
 
 
+def shaken(sharp8: np.ndarray) -> np.ndarray:
+    """An 8 px camera shake of the 8-bit scene, without roll, push, noise or JPEG."""
+    from mimocli.shake import ShakeModel, shake_region
+
+    mild = ShakeModel(sharp=0.0, weak=0.0, length=(8.0, 8.0), roll=0.0, push=0.0, noise=0.0, jpeg=0.0, linear=0.0)
+    return shake_region(sharp8, np.random.default_rng(7), mild)[0]
+
+
 def main() -> None:
     sharp = render()
     blurry = blur(sharp)
-    cv2.imwrite(str(HERE / "scene_sharp.png"), np.rint(sharp * 255).astype(np.uint8))
+    sharp8 = np.rint(sharp * 255).astype(np.uint8)
+    cv2.imwrite(str(HERE / "scene_sharp.png"), sharp8)
     cv2.imwrite(str(HERE / "scene_blurry.jpg"), np.rint(blurry * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(str(HERE / "scene_shaken.jpg"), shaken(sharp8), [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 if __name__ == "__main__":
