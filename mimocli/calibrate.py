@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 
 from .atomic import write_bytes_atomic
 from .downloads import hf_home
+from .timing import best_time
 
 SIZE = 256  # the square the model is timed on: big enough to be in the convolutions' regime
 REPEAT = 2  # timed calls per precision, after one untimed
@@ -60,16 +60,9 @@ def time_precisions(model: nn.Module, channels_last: bool) -> dict[str, float]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, SIZE, SIZE).contiguous(memory_format=fmt)
     times = {}
-    with torch.inference_mode():
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                model(x)
-                best = float("inf")
-                for _ in range(REPEAT):
-                    t0 = time.perf_counter()
-                    model(x)
-                    best = min(best, time.perf_counter() - t0)
-            times[name] = best
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            times[name] = best_time(lambda: model(x), REPEAT)
     return times
 
 
@@ -122,17 +115,11 @@ def time_int8(float_model: nn.Module, dtype: torch.dtype, channels_last: bool, i
         "int8": lambda: int8(x),
     }
     times = {}
-    with torch.inference_mode(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="All inputs of this cat operator")
         for name, run in runs.items():
             with torch.autocast("cpu", dtype=dtype, enabled=name == "float" and dtype == torch.bfloat16):
-                run()
-                best = float("inf")
-                for _ in range(REPEAT):
-                    t0 = time.perf_counter()
-                    run()
-                    best = min(best, time.perf_counter() - t0)
-            times[name] = best
+                times[name] = best_time(run, REPEAT)
     return times
 
 

@@ -5,33 +5,16 @@ to the limit on any CPU or GPU rather than against figures from another machine.
 from __future__ import annotations
 
 import functools
-import time
 import warnings
 
 import torch
 from torch import nn
 
+from .timing import best_time
+
 CHANNELS, SIDE = 64, 256
 WORK = 2 * CHANNELS * CHANNELS * 9 * SIDE * SIDE  # multiply-adds counted as two operations
 REPEAT = 5
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: object, device: torch.device) -> float:
-    with torch.inference_mode():
-        fn()  # type: ignore[operator]
-        _sync(device)
-        best = float("inf")
-        for _ in range(REPEAT):
-            t0 = time.perf_counter()
-            fn()  # type: ignore[operator]
-            _sync(device)
-            best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @functools.cache
@@ -48,7 +31,7 @@ def conv_ceiling(device: str, precision: str) -> float | None:
             warnings.simplefilter("ignore")
             conv = torch.ao.nn.quantized.Conv2d(CHANNELS, CHANNELS, 3, padding=1)
             q = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8)
-        seconds = _timed(lambda: conv(q), dev)
+        seconds = best_time(lambda: conv(q), REPEAT, dev)
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if dev.type == "mps" and dtype == torch.bfloat16:
@@ -60,5 +43,5 @@ def conv_ceiling(device: str, precision: str) -> float | None:
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
                 float_conv(x)
 
-        seconds = _timed(run, dev)
+        seconds = best_time(run, REPEAT, dev)
     return WORK / seconds / 1e12

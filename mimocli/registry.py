@@ -78,20 +78,6 @@ def get_variant(name: str) -> Variant:
     raise WeightsError(f"unknown variant {name!r}", f"choose one of: {known}")
 
 
-def variant_of_shape(num_res: int, base_channel: int) -> Variant:
-    """The registered variant (without an ensemble) of this shape, or an unregistered one named
-    after it (``mimo-unet-6x16``): what a weights file passed without --variant holds."""
-    for v in VARIANTS:
-        if not v.ensemble and (v.num_res, v.base_channel) == (num_res, base_channel):
-            return v
-    return Variant(
-        f"mimo-unet-{num_res}x{base_channel}",
-        num_res,
-        f"MIMO-UNet with {num_res} blocks per level and {base_channel} channels",
-        base_channel=base_channel,
-    )
-
-
 _ENCODER_BLOCK = re.compile(r"^(?:module\.)?Encoder\.0\.layers\.(\d+)\.")
 _STEM = re.compile(r"^(?:module\.)?feat_extract\.0\.main\.0\.weight$")
 

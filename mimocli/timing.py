@@ -100,6 +100,22 @@ class MemoryMeter:
             self.peak = max(self.peak, self._in_use() - self._start)
 
 
+def best_time(fn: Callable[[], object], repeat: int, device: torch.device | None = None) -> float:
+    """Seconds of the fastest of ``repeat`` calls of ``fn`` after one untimed call, each ended by a
+    device synchronisation (none for the CPU), gradients off."""
+    dev = device or torch.device("cpu")
+    with torch.inference_mode():
+        fn()
+        synchronize(dev)
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            synchronize(dev)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> tuple[float, list[float]]:
     """Seconds for ``warmup`` calls together, then seconds of each of ``iters`` calls, each
     bracketed by device synchronisations."""

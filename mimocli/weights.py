@@ -41,7 +41,6 @@ from .registry import (
     get_variant,
     load_registry,
     registry_entry,
-    variant_of_shape,
 )
 
 CACHE_ENV = "MIMO_CACHE_DIR"
@@ -309,9 +308,9 @@ def load_weights(
         )
         v = get_variant(fb.architecture)
         path = verify_bundled(fb)
-    model, _ = build_model(read_state_dict(path), str(path))
+    model, detected = build_model(read_state_dict(path), str(path))
     if weights is not None and variant is None:  # the file decides what it holds, not the default
-        v = variant_of_shape(model.num_res, model.base_channel)
+        v = detected
     model.ensemble = v.ensemble  # MIMO-UNet++ is MIMO-UNet+ run as a self-ensemble
     name = str(weights) if weights is not None else v.weights_key
     return LoadedWeights(model.to(resolve_device(device)), v, name, path, sha256_file(path))

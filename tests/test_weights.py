@@ -477,8 +477,8 @@ def test_a_weights_file_is_named_by_what_it_holds(tmp_path, monkeypatch):
     odd = tmp_path / "odd.safetensors"
     save_file(MIMOUNet(num_res=2, base_channel=8).state_dict(), str(odd))
     loaded = load_weights(None, "cpu", str(odd), tmp_path / "cache")
-    assert loaded.variant.name == "mimo-unet-2x8" and (loaded.model.num_res, loaded.model.base_channel) == (2, 8)
+    assert loaded.variant.name == "mimo-unet-r2c8" and (loaded.model.num_res, loaded.model.base_channel) == (2, 8)
     write_image(tmp_path / "a.png", photo(40, 52))
     r = run("deblur", tmp_path / "a.png", "--weights", odd, "--json", "--compare", "--cache-dir", tmp_path / "cache")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["weights"]["variant"] == "mimo-unet-2x8"
+    assert json.loads(r.stdout)["weights"]["variant"] == "mimo-unet-r2c8"
