@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util import ActorPool
@@ -35,8 +35,12 @@ from .replica import Replica, VideoJob
 from .settings import ClusterSettings, RunSettings
 from .weights import LoadedWeights
 
+if TYPE_CHECKING:
+    from .video.source import Seek
+
 # A worker killed in the middle of a job: Ray starts the replica again and runs the job again.
 RESTARTS = 4
+PIECE = 64 << 20  # bytes of a video per object in the store
 
 
 def connect(settings: ClusterSettings) -> dict[str, float]:
@@ -209,15 +213,22 @@ class Cluster:
         tile, settings = ray.get(self.actors[0].settle.remote(self.weights, frames, height, width))
         return int(tile), dict(settings)
 
-    def segments(self, video: VideoJob, path: Path, todo: list[int], planned: int) -> Iterator[dict[str, Any]]:
-        """Run the segment jobs ``todo`` (the last planned one runs to the end of the video);
-        yields each job's segment files (bytes by index), counts and times as it finishes."""
-        data = ray.put(path.read_bytes())
+    def segments(
+        self, video: VideoJob, path: Path, seeks: dict[int, Seek | None], planned: int
+    ) -> Iterator[dict[str, Any]]:
+        """Run the segment jobs ``seeks`` holds (by index, each with where its decoding may start;
+        the last planned one runs to the end of the video); yields each job's segment files
+        (bytes by index), counts and times as it finishes. The video goes into the object store in
+        pieces, so neither this process nor a replica ever holds the whole file in memory."""
+        pieces = []
+        with path.open("rb") as f:
+            while piece := f.read(PIECE):
+                pieces.append(ray.put(piece))
 
         def submit(actor: Any, k: int) -> Any:
-            return actor.segment.remote(self.weights, video, data, k, k == planned - 1)
+            return actor.segment.remote(self.weights, video, pieces, k, k == planned - 1, seeks[k])
 
-        for _k, value in self._results(submit, todo):
+        for _k, value in self._results(submit, list(seeks)):
             if isinstance(value, MimoError):
                 raise value
             files, counts, times = value

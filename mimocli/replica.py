@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from .errors import ImageError, IntegrityError, MimoError
+from .errors import ImageError, IntegrityError, MimoError, VideoError
 from .evaluate import Pair
 from .paths import Job, targets
 from .photos import PhotoOptions
@@ -129,9 +129,14 @@ class Replica:
         run = d.for_run(frames, height, width, d.config.batch)
         return run.tile or 0, run.settings
 
-    def segment(self, weights: list[Any], video: VideoJob, data: bytes, first: int, last: bool) -> dict[str, Any]:
+    def segment(
+        self, weights: list[Any], video: VideoJob, pieces: list[Any], first: int, last: bool, seek: Any = None
+    ) -> dict[str, Any]:
         """The segment job: frames from segment ``first`` on (to the end if ``last``, else one
-        segment) deblurred and encoded, as the segment files' bytes by index."""
+        segment) deblurred and encoded, as the segment files' bytes by index. ``pieces`` are the
+        ObjectRefs of the video's bytes, written to a local file once per video; ``seek`` (a
+        video.source.Seek, or None) is where decoding may start, at the keyframe before the
+        segment, instead of at the video's start."""
         from .video.options import VideoRun, VideoSummary
         from .video.pipeline import run_pipeline
         from .video.run import open_source
@@ -141,7 +146,17 @@ class Replica:
         if src is None:
             src = self.tmp / video.sha256[:16] / video.name
             src.parent.mkdir(exist_ok=True)
-            src.write_bytes(data)
+            part, digest = src.with_name(src.name + ".part"), hashlib.sha256()
+            with part.open("wb") as f:
+                for ref in pieces:  # one piece in memory at a time
+                    piece = ray.get(ref)
+                    digest.update(piece)
+                    f.write(piece)
+            if digest.hexdigest() != video.sha256:
+                part.unlink()
+                damaged = VideoError(f"{video.shown}: arrived damaged on a worker", "run the command again")
+                return self._tagged(first, damaged)
+            part.replace(src)
             self.videos[video.sha256] = src
         work = WorkDir(self.tmp / f"segments-{os.getpid()}-{first}" / "out.mkv")
         work.path.mkdir(parents=True, exist_ok=True)
@@ -161,7 +176,7 @@ class Replica:
             )
             checkpoint = video.options.checkpoint
             writer = SegmentWriter(work, video.specs, checkpoint, first)
-            run_pipeline(run, first * checkpoint, writer, until=None if last else (first + 1) * checkpoint)
+            run_pipeline(run, first * checkpoint, writer, None if last else (first + 1) * checkpoint, seek)
             files = {i: work.segment(i).read_bytes() for i in range(first, writer.segments)}
             s = run.summary
             counts = {

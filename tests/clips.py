@@ -60,9 +60,11 @@ def make_clip(
     smooth: bool = False,
     sar: Fraction | None = None,
     fmt: str | None = None,
+    gop: int | None = None,
 ) -> Path:
     """A clip of ``frames`` frames; with ``vfr`` every third frame lasts twice as long; ``sar``:
-    the sample aspect ratio; ``fmt``: the container (e.g. "h264", a raw elementary stream)."""
+    the sample aspect ratio; ``fmt``: the container (e.g. "h264", a raw elementary stream);
+    ``gop``: a keyframe every ``gop`` frames (x264: B-frames between them)."""
     w, h = size
     tb = Fraction(1, fps * 512)
     with av.open(str(path), "w", format=fmt) as out:
@@ -74,7 +76,9 @@ def make_clip(
         v.codec_context.time_base = tb
         v.metadata["language"] = "eng"
         if codec == "libx264":
-            v.options = {"crf": "12"}
+            v.options = {"crf": "12"} | ({"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"} if gop else {})
+        elif gop:
+            v.codec_context.gop_size = gop
         if sar is not None:
             v.codec_context.sample_aspect_ratio = sar
         if colour:

@@ -114,8 +114,18 @@ def test_a_killed_worker_is_retried_and_changes_nothing(cluster, tmp_path, tiny_
     assert _files(tmp_path / "local") == _files(tmp_path / "ray")
 
 
-def test_video_on_the_cluster_is_the_local_video_byte_for_byte(cluster, tmp_path, tiny_weights):
-    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac")
+def test_video_on_the_cluster_is_the_local_video_byte_for_byte(cluster, tmp_path, tiny_weights, monkeypatch):
+    """Segments 1-3 seek to the keyframe before them (every third frame, so they decode one or
+    two frames first), and the video travels in several pieces."""
+    import mimocli.cluster
+    from mimocli.video.source import VideoSource
+
+    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac", gop=3)
+    index = VideoSource(src).seek_index()
+    assert index is not None
+    keyframe = {dts: pts for pts, dts in index.keys}
+    assert [index.at(k).pts - keyframe[index.at(k).key] for k in (4, 8)] == [512, 1024]  # 1 and 2 frames
+    monkeypatch.setattr(mimocli.cluster, "PIECE", src.stat().st_size // 3)
     common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4", "--json")
     local = run("video", src, tmp_path / "local.mkv", *common)
     assert local.exit_code == 0, local.output
@@ -131,7 +141,7 @@ def test_a_local_run_interrupted_is_finished_by_the_cluster(cluster, tmp_path, t
     from mimocli.engine import Deblurrer
     from mimocli.weights import load_weights
 
-    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac")
+    src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac", gop=3)  # segments seek
     common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4")
     assert run("video", src, tmp_path / "whole.mkv", *common, "-q").exit_code == 0
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -21,6 +22,7 @@ from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 from mimocli.images import read_image, write_image
 from mimocli.video import VideoOptions, WorkDir, choose_pix_fmt, deblur_video
+from mimocli.video.source import VideoSource
 
 from .clips import corrupt_packet, decode, identity_weights, make_clip, packets, picture, planes, small_weights
 
@@ -304,6 +306,69 @@ def test_library_api_batches_and_progress(tmp_path):
     assert len(decode(tmp_path / "o.mp4")[0]) == 7
 
 
+# -- seeking: a segment or a resumed run starts at the keyframe before it ---------------------------
+def _decoded(source, skip=0, seek=None):
+    return [(f.index, f.pts, f.duration, f.pixels) for f in source.frames(skip, seek)]
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "start", "end"),
+    [
+        ("x264.mp4", "libx264", None, None),  # B-frames: decode order is not presentation order
+        ("x264.mkv", "libx264", None, None),
+        ("vp9.webm", "libvpx-vp9", None, None),  # hidden alt-ref frames, in superframes
+        ("ffv1.mkv", "ffv1", None, None),  # every frame a keyframe
+        ("cut.mp4", "libx264", 0.4, 1.3),  # --start/--end: the index counts from the cut
+    ],
+)
+def test_every_seek_gives_the_frames_decoding_from_the_start_gives(tmp_path, name, codec, start, end):
+    audio = "libopus" if name.endswith(".webm") else "aac"
+    src = make_clip(tmp_path / name, frames=36, size=(48, 32), codec=codec, gop=7, audio=audio, vfr=True)
+    source = VideoSource(src, start, end)
+    index = source.seek_index()
+    whole = _decoded(source)
+    source.close()
+    assert index is not None and len(index.pts) == len(whole)
+    assert [f[1] + index.shift for f in whole] == list(index.pts)
+    assert len(index.keys) > 2  # a keyframe every 7 frames: most seeks land before their frame
+    assert index.at(0) is None and index.at(len(whole)) is None
+    for i in range(1, len(whole)):
+        seek = index.at(i)
+        assert seek is not None and seek.index == i and seek.key <= seek.pts
+        source = VideoSource(src, start, end)
+        got = _decoded(source, i, seek)
+        assert source.seek_misses == 0
+        source.close()
+        assert [g[:3] for g in got] == [w[:3] for w in whole[i:]], i
+        assert all(np.array_equal(g[3], w[3]) for g, w in zip(got, whole[i:], strict=True)), i
+
+
+def test_a_seek_that_lands_past_its_frame_decodes_from_the_start(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=24, size=(48, 32), gop=6, audio=None)
+    source = VideoSource(src)
+    index = source.seek_index()
+    whole = _decoded(source)
+    source.close()
+    assert index is not None
+    late = dataclasses.replace(index.at(8), key=index.keys[-1][1])  # the last keyframe, past frame 8
+    source = VideoSource(src)
+    got = [f for f in _decoded(source, 8, late) if f[3] is not None]  # frames 0-7 come without pixels
+    assert source.seek_misses == 1
+    assert [g[:3] for g in got] == [w[:3] for w in whole[8:]]  # frames from 8 on, numbered as ever
+    assert all(np.array_equal(g[3], w[3]) for g, w in zip(got, whole[8:], strict=True))
+    assert [g[0] for g in _decoded(VideoSource(src), 8)][:9] == list(range(9))  # without a seek: from 0
+
+
+def test_no_seek_index_where_frames_cannot_be_found_by_time(tmp_path):
+    """A raw stream (timestamps made up by counting), --repair (a damaged packet's place shows
+    only when decoding), and MPEG-TS (no sample table: a packet may be a field) decode from the start."""
+    assert VideoSource(make_clip(tmp_path / "a.h264", frames=8, fmt="h264", audio=None)).seek_index() is None
+    clip = make_clip(tmp_path / "a.mp4", frames=8, gop=4, audio=None)
+    assert VideoSource(clip, repair=True).seek_index() is None
+    assert VideoSource(clip).seek_index() is not None
+    assert VideoSource(make_clip(tmp_path / "a.ts", frames=8, gop=4, audio=None)).seek_index() is None
+
+
 # -- nothing lost ------------------------------------------------------------------------------
 def _mimo(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -323,7 +388,7 @@ def test_killed_run_resumes_to_the_same_video(tmp_path):
     weights = small_weights(tmp_path / "w32.safetensors", width=32)
     # 64 frames: after the second checkpoint six more remain, so the kill lands well before the
     # end even now that inference is fast (with 40 frames a run once finished before the kill).
-    src = make_clip(tmp_path / "in.mp4", frames=64, size=(192, 144))
+    src = make_clip(tmp_path / "in.mp4", frames=64, size=(192, 144), gop=12)  # the resumed run seeks
     whole = tmp_path / "whole.mkv"
     enc = ("-c", "ffv1")
     r = run("video", src, whole, "-w", weights, "--quiet", "--checkpoint", "8", "--batch", "2", *enc)

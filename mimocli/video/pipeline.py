@@ -6,17 +6,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mimocli.tiling import SCALES
 
 from .options import VideoRun
-from .source import Frame
-
-if TYPE_CHECKING:
-    pass
+from .source import Frame, Seek
 
 # -- the pipeline ------------------------------------------------------------------------------
 _END = object()
@@ -52,10 +49,11 @@ class _Channel:
         return _END
 
 
-def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None) -> None:
+def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None, seek: Seek | None = None) -> None:
     """decode thread -> (batched inference here) -> encode thread, through bounded queues: the
     frames from ``skip`` to ``until`` (exclusive; None: the end), deblurred by ``run.deblurrer``
-    and handed to ``sink.add``."""
+    and handed to ``sink.add``. ``seek`` (for frame ``skip``, from the source's seek index) starts
+    decoding at the keyframe before that frame instead of at the video's start."""
     source, deblurrer, options, summary, on_progress = (
         run.source,
         run.deblurrer,
@@ -73,7 +71,7 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None) 
 
     def decode() -> None:
         try:
-            it = source.frames(skip)
+            it = source.frames(skip) if seek is None else source.frames(skip, seek)  # type: ignore[call-arg]
             while True:
                 t0 = time.perf_counter()
                 frame = next(it, None)

@@ -275,7 +275,8 @@ def run_video(run: VideoRun) -> None:
     if run.cluster is None:
         summary.resumed = work.frames_done()
         writer = SegmentWriter(work, specs, options.checkpoint, work.done())
-        run_pipeline(run, summary.resumed, writer)
+        index = source.seek_index() if summary.resumed and isinstance(source, VideoSource) else None
+        run_pipeline(run, summary.resumed, writer, seek=index.at(summary.resumed) if index else None)
         segments = writer.segments
     else:
         segments = _cluster_segments(run, specs, work, settings["tile"])
@@ -307,9 +308,12 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
     summary.resumed = done = sum(read_segment(work.segment(k))[0] for k in range(planned) if k not in todo)
     if run.on_progress:
         run.on_progress(done, source.total)
-    digest = hashlib.sha256(source.path.read_bytes()).hexdigest()
+    with source.path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _sha256(f)
     video = VideoJob(source.path.name, str(source.path), digest, options, specs, tile)
-    for result in cluster.segments(video, source.path, todo, planned):
+    index = source.seek_index() if isinstance(source, VideoSource) else None
+    seeks = {k: index.at(k * options.checkpoint) if index else None for k in todo}
+    for result in cluster.segments(video, source.path, seeks, planned):
         for k, data in result["files"].items():
             write_bytes_atomic(work.segment(k), data)
         counts, times = result["counts"], result["times"]
@@ -325,3 +329,11 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
             run.on_progress(done, max(source.total, done))
     summary.retries = cluster.retries
     return work.done()
+
+
+def _sha256(f: Any) -> str:
+    """hashlib.file_digest before Python 3.11: the file in 1 MiB pieces, never whole in memory."""
+    h = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()

@@ -3,7 +3,9 @@ damaged and cut-short files; and opening a file or a folder of frames as a sourc
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 import struct
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +28,12 @@ DEFAULT_FPS = Fraction(25)  # frame folders, as FFmpeg's image2 demuxer assumes
 
 # Demuxers of raw elementary streams, which stamp frames at a default rate.
 RAW_VIDEO_FORMATS = frozenset(("h264", "hevc", "vvc", "mpegvideo", "m4v", "cavsvideo", "avs2", "avs3", "vc1", "obu"))
+# Where a frame can be found by its timestamp: containers with a sample table or cues, and codecs
+# whose every packet is one shown frame (no field pictures, no invisible frames of their own).
+SEEKABLE_FORMATS = frozenset(("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm"))
+SEEKABLE_CODECS = frozenset(
+    ("h264", "hevc", "av1", "vp9", "prores", "dnxhd", "mjpeg", "ffv1", "png", "rawvideo", "utvideo", "qtrle")
+)
 
 
 @dataclass
@@ -36,6 +44,44 @@ class Frame:
     pixels: np.ndarray | None  # (H,W,3) uint8 or uint16; None for frames an earlier run did
     repaired: bool = False
     alpha: np.ndarray | None = None  # (H,W) of the pixels' dtype: transparency, passed through untouched
+
+
+class _SeekMissedError(Exception):
+    """The demuxer's seek landed past the frame sought."""
+
+
+@dataclass(frozen=True)
+class Seek:
+    """Where decoding may start for the frame ``index`` of the processed range: the demuxer seeks
+    to ``key`` (a keyframe's decode time, at or before the frame), the frames before ``pts`` are
+    decoded and dropped, and ``shift`` is what the range's first frame subtracts (``--start``)."""
+
+    index: int
+    pts: int
+    key: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class SeekIndex:
+    """The processed range's frames by timestamp and its keyframes, from one pass of the demuxer
+    (no decoding): so a segment or a resumed run starts at the keyframe before its first frame
+    instead of decoding the video from its start, as ffms2 and L-SMASH index a file for
+    frame-exact seeking."""
+
+    pts: tuple[int, ...]  # the range's frames, in presentation order
+    keys: tuple[tuple[int, int], ...]  # (pts, decode time) of each keyframe, by pts
+    shift: int
+
+    def at(self, index: int) -> Seek | None:
+        """How to start at frame ``index`` (None: at the first frame, or past the last)."""
+        if index <= 0 or index >= len(self.pts):
+            return None
+        pts = self.pts[index]
+        k = bisect.bisect_right(self.keys, (pts, math.inf)) - 1
+        if k < 0:
+            return None
+        return Seek(index, pts, self.keys[k][1], self.shift)
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -95,6 +141,7 @@ class VideoSource:
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
         self.missing = 0  # frames the header promises past a cut (set when the packets run out)
+        self.seek_misses = 0  # seeks that landed past their frame, so the frames came from the start
         first = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
         if start is not None and start <= first + 1e-6 and not self.restamp:
             self.start = None  # from the first frame on: the same as no --start, priming and all
@@ -162,15 +209,71 @@ class VideoSource:
     def close(self) -> None:
         self.container.close()
 
-    def frames(self, skip_below: int = 0) -> Iterator[Frame]:
+    def seek_index(self) -> SeekIndex | None:
+        """The frames' timestamps and keyframes, read by a second demuxer without decoding; None
+        where frames cannot be found by timestamp (then a run decodes from the start): a raw
+        stream, ``repair`` (a damaged packet's place is only known by decoding), WebM alpha, a
+        container without sample tables, a codec whose packets are not one frame each, or a
+        packet without a timestamp."""
+        formats = set(self.container.format.name.split(","))
+        if self.restamp or self.repair or self.decoder is not None or not formats & SEEKABLE_FORMATS:
+            return None
+        if self.stream.codec_context.name not in SEEKABLE_CODECS:
+            return None
+        pts: list[int] = []
+        keys: list[tuple[int, int]] = []
+        with open_input(self.path) as container:
+            try:
+                for packet in container.demux(container.streams[self.stream.index]):
+                    if not packet.size:
+                        continue
+                    if packet.pts is None or packet.is_corrupt:
+                        return None
+                    pts.append(packet.pts)
+                    if packet.is_keyframe:
+                        dts = packet.dts if packet.dts is not None else packet.pts
+                        keys.append((packet.pts, min(dts, packet.pts)))
+            except av.error.FFmpegError:
+                return None
+        pts.sort()
+        if len(set(pts)) != len(pts) or not keys:
+            return None
+        tb = self.time_base
+        lo = 0 if self.start is None else bisect.bisect_left(pts, self.start / tb - Fraction(1, 10**6) / tb)
+        hi = len(pts) if self.end is None else bisect.bisect_left(pts, self.end / tb - Fraction(1, 10**6) / tb)
+        frames = pts[lo:hi]
+        if not frames:
+            return None
+        shift = frames[0] if self.start is not None else 0
+        return SeekIndex(tuple(frames), tuple(sorted(keys)), shift)
+
+    def frames(self, skip_below: int = 0, seek: Seek | None = None) -> Iterator[Frame]:
         """Frames in presentation order, RGB uint8 (uint16 for deeper sources).
 
-        Frames with index < skip_below come without pixels (an earlier run did them).
+        Frames with index < skip_below come without pixels (an earlier run did them). With
+        ``seek`` (from ``seek_index``) the frames start at ``seek.index``, decoded from the
+        keyframe before it; should the demuxer land past that frame, the frames come from the
+        start after all, so the numbering is always the one decoding from the start gives.
         An undecodable packet raises VideoError, or with ``repair`` becomes a copy of the
         previous frame at the packet's timestamp, so the frame count and timing stay intact.
         """
+        if seek is not None:
+            try:
+                yield from self._frames(skip_below, seek)
+                return
+            except _SeekMissedError:
+                self.container.close()  # start again from a fresh demuxer: the seek found another frame
+                self.container = open_input(self.path)
+                self.stream = self.container.streams[self.stream.index]
+                self.stream.thread_type = "SLICE" if self.repair else "AUTO"
+                self.seek_misses += 1
+        yield from self._frames(skip_below, None)
+
+    def _frames(self, skip_below: int, seek: Seek | None) -> Iterator[Frame]:
         tb = self.demux_time_base if self.restamp else self.time_base  # the packets' own
-        if self.start and not self.restamp:  # a raw stream cannot seek by time: it is read from the start
+        if seek is not None:
+            self.container.seek(seek.key, stream=self.stream, backward=True, any_frame=False)
+        elif self.start and not self.restamp:  # a raw stream cannot seek by time: it is read from the start
             self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
         lost: list[int] = []  # timestamps of undecodable packets, as a heap
         state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None, "n": 0}
@@ -242,6 +345,12 @@ class VideoSource:
             self._check_length(end, default_duration)
 
         for pts, duration, f, repaired in decoded():
+            if seek is not None and state["first"] is None:  # decoding up to the sought frame
+                if pts is None or pts > seek.pts:
+                    raise _SeekMissedError
+                if pts < seek.pts:
+                    continue
+                state["first"], state["index"], self.shift = pts, seek.index, seek.shift
             if f is not None:
                 if (f.width, f.height) != (self.width, self.height):
                     raise VideoError(
@@ -265,6 +374,8 @@ class VideoSource:
                 return
             if frame is not None:
                 yield frame
+        if seek is not None and state["first"] is None:
+            raise _SeekMissedError  # the packets ran out before the frame sought
 
     def _demux(self) -> Iterator[Any]:
         """The video stream's packets; a demuxer failure (a damaged container) is a VideoError."""
