@@ -15,12 +15,13 @@ stale file is quantized again rather than trusted.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,27 @@ def _prepared(model: nn.Module) -> nn.Module:
     float_model = copy.deepcopy(model).float().eval().cpu()
     float_model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     setattr(float_model, "ensemble", False)  # noqa: B010  (the ensemble wraps the quantized network)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_stack_traces():
         warnings.simplefilter("ignore")
         return prepare_fx(float_model, get_mapping("x86"), (torch.rand(1, 3, CROP, CROP),))  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _no_stack_traces() -> Iterator[None]:
+    """FX records a stack trace per traced node, which cost 2 s for the lite model plus 2 s of
+    importing torch._inductor to symbolize them; nothing here reads them. (A torch without the
+    setting records them, as before.)"""
+    try:
+        from torch.fx import config
+    except ImportError:
+        yield
+        return
+    before = getattr(config, "do_not_emit_stack_traces", False)
+    config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        config.do_not_emit_stack_traces = before
 
 
 def _converted(prepared: nn.Module) -> nn.Module:
@@ -123,10 +142,9 @@ def load(model: nn.Module, path: Path, float_sha256: str) -> nn.Module | None:
     expected = {"float_sha256": float_sha256, "torch": torch.__version__, "recipe": RECIPE}
     if any(record.get(k) != v for k, v in expected.items()) or hashlib.sha256(data).hexdigest() != record.get("sha256"):
         return None
-    prepared = _prepared(model)
-    with torch.inference_mode():
-        prepared(torch.rand(1, 3, 32, 32))  # ranges to build the graph with; the file's replace them
-    quantized = _converted(prepared)
+    # The graph from uncalibrated observers (default ranges, no histogram search): the same
+    # modules and nodes, whose scales and zero points the file then replaces.
+    quantized = _converted(_prepared(model))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own TypedStorage notice

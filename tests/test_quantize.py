@@ -33,6 +33,7 @@ def test_the_int8_model_is_cached_and_a_damaged_or_stale_file_is_not_trusted(tmp
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(first(x)[2], again(x)[2])  # the stored model is the one made
+    assert not torch.fx.config.do_not_emit_stack_traces  # FX's setting as it was: traces for others
 
     (path,) = tmp_path.glob("*.pt")
     blob = bytearray(path.read_bytes())
