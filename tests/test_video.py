@@ -359,6 +359,21 @@ def test_a_seek_that_lands_past_its_frame_decodes_from_the_start(tmp_path):
     assert [g[0] for g in _decoded(VideoSource(src), 8)][:9] == list(range(9))  # without a seek: from 0
 
 
+def test_a_damaged_packet_before_the_frame_sought_fails_as_decoding_from_the_start_does(tmp_path):
+    good = make_clip(tmp_path / "good.mkv", frames=24, audio=None, gop=12)
+    bad = corrupt_packet(good, tmp_path / "bad.mkv", 13)  # in the second GOP, before its last frame
+    index = VideoSource(bad).seek_index()
+    assert index is not None
+    errors = []
+    for seek in (None, index.at(23)):
+        source = VideoSource(bad)
+        with pytest.raises(VideoError) as e:
+            _decoded(source, 23, seek)
+        errors.append(e.value.message)
+        assert source.seek_misses == (seek is not None)  # the seek found the damage: from the start
+    assert errors[0] == errors[1] and "corrupt video packet" in errors[0]
+
+
 def test_no_seek_index_where_frames_cannot_be_found_by_time(tmp_path):
     """A raw stream (timestamps made up by counting), --repair (a damaged packet's place shows
     only when decoding), and MPEG-TS (no sample table: a packet may be a field) decode from the start."""

@@ -252,21 +252,30 @@ class VideoSource:
 
         Frames with index < skip_below come without pixels (an earlier run did them). With
         ``seek`` (from ``seek_index``) the frames start at ``seek.index``, decoded from the
-        keyframe before it; should the demuxer land past that frame, the frames come from the
-        start after all, so the numbering is always the one decoding from the start gives.
+        keyframe before it; should the demuxer land past that frame, or decoding fail before it,
+        the frames come from the start after all, so the numbering (and any error) is always the
+        one decoding from the start gives.
         An undecodable packet raises VideoError, or with ``repair`` becomes a copy of the
         previous frame at the packet's timestamp, so the frame count and timing stay intact.
         """
         if seek is not None:
+            started = False
             try:
-                yield from self._frames(skip_below, seek)
+                for frame in self._frames(skip_below, seek):
+                    started = True
+                    yield frame
                 return
             except _SeekMissedError:
-                self.container.close()  # start again from a fresh demuxer: the seek found another frame
-                self.container = open_input(self.path)
-                self.stream = self.container.streams[self.stream.index]
-                self.stream.thread_type = "SLICE" if self.repair else "AUTO"
-                self.seek_misses += 1
+                pass
+            except VideoError:  # before the frame sought (a leading picture of an open GOP, say):
+                if started:  # decoding from the start says whether the file is at fault
+                    raise
+            index = self.stream.index  # read before closing: a closed container's streams are gone
+            self.container.close()  # start again from a fresh demuxer
+            self.container = open_input(self.path)
+            self.stream = self.container.streams[index]
+            self.stream.thread_type = "SLICE" if self.repair else "AUTO"
+            self.seek_misses += 1
         yield from self._frames(skip_below, None)
 
     def _frames(self, skip_below: int, seek: Seek | None) -> Iterator[Frame]:
