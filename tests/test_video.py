@@ -382,6 +382,18 @@ def test_no_seek_index_where_frames_cannot_be_found_by_time(tmp_path):
     assert VideoSource(clip, repair=True).seek_index() is None
     assert VideoSource(clip).seek_index() is not None
     assert VideoSource(make_clip(tmp_path / "a.ts", frames=8, gop=4, audio=None)).seek_index() is None
+    # An edit list that starts three frames after a keyframe: the demuxer hands those three over,
+    # flagged to be decoded and not shown, so counting packets would number every frame wrongly.
+    src = make_clip(tmp_path / "long.mp4", frames=30, gop=10, audio=None)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(src)) as c, av.open(str(trimmed), "w") as out:
+        stream = out.add_stream_from_template(c.streams.video[0], opaque=True)
+        packets = [p for p in c.demux(video=0) if p.size]
+        for p in packets[10:]:  # from the second keyframe on, the fourth frame at 0
+            p.pts, p.dts, p.stream = p.pts - 13 * 512, p.dts - 13 * 512, stream
+            out.mux(p)
+    source = VideoSource(trimmed)
+    assert source.seek_index() is None and len(list(source.frames())) == 17
 
 
 # -- nothing lost ------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class VideoSource:
         self.shift = 0  # subtracted from every timestamp: the first frame's time with --start
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
         self.missing = 0  # frames the header promises past a cut (set when the packets run out)
-        self.seek_misses = 0  # seeks that landed past their frame, so the frames came from the start
+        self.seek_misses = 0  # seeks that missed their frame (or failed before it): decoded from the start
         first = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
         if start is not None and start <= first + 1e-6 and not self.restamp:
             self.start = None  # from the first frame on: the same as no --start, priming and all
@@ -213,8 +213,8 @@ class VideoSource:
         """The frames' timestamps and keyframes, read by a second demuxer without decoding; None
         where frames cannot be found by timestamp (then a run decodes from the start): a raw
         stream, ``repair`` (a damaged packet's place is only known by decoding), WebM alpha, a
-        container without sample tables, a codec whose packets are not one frame each, or a
-        packet without a timestamp."""
+        container without sample tables, a codec whose packets are not one frame each, a packet
+        without a timestamp, or packets that are decoded but not shown (an edit list's lead-in)."""
         formats = set(self.container.format.name.split(","))
         if self.restamp or self.repair or self.decoder is not None or not formats & SEEKABLE_FORMATS:
             return None
@@ -227,8 +227,8 @@ class VideoSource:
                 for packet in container.demux(container.streams[self.stream.index]):
                     if not packet.size:
                         continue
-                    if packet.pts is None or packet.is_corrupt:
-                        return None
+                    if packet.pts is None or packet.is_corrupt or getattr(packet, "is_discard", False):
+                        return None  # (an edit list's lead-in: decoded, never shown)
                     pts.append(packet.pts)
                     if packet.is_keyframe:
                         dts = packet.dts if packet.dts is not None else packet.pts
