@@ -17,7 +17,7 @@ from .encoding import SCALE_NAMES, scale_path
 from .formats import SRGB_AS_VIDEO
 from .options import VideoRun
 from .pipeline import run_pipeline
-from .source import DEFAULT_FPS, Frame, no_frames
+from .source import DEFAULT_FPS, Frame, Seek, no_frames
 
 if TYPE_CHECKING:
     from .source import Source
@@ -49,7 +49,8 @@ class FrameFolder:
     def close(self) -> None:
         pass
 
-    def frames(self, skip_below: int = 0) -> Iterator[Frame]:
+    def frames(self, skip_below: int = 0, seek: Seek | None = None) -> Iterator[Frame]:
+        """As VideoSource.frames; ``seek`` is never needed (a folder reads any frame directly)."""
         for i, f in enumerate(self.files):
             if i < skip_below:
                 yield Frame(i, i, 1, None)

@@ -71,7 +71,7 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None, 
 
     def decode() -> None:
         try:
-            it = source.frames(skip) if seek is None else source.frames(skip, seek)  # type: ignore[call-arg]
+            it = source.frames(skip, seek)
             while True:
                 t0 = time.perf_counter()
                 frame = next(it, None)

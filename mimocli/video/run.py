@@ -15,6 +15,7 @@ import torch
 
 from mimocli.atomic import remove_stale_parts, write_bytes_atomic
 from mimocli.checkpoints import state_sha256
+from mimocli.downloads import sha256_file
 from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 
@@ -308,9 +309,7 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
     summary.resumed = done = sum(read_segment(work.segment(k))[0] for k in range(planned) if k not in todo)
     if run.on_progress:
         run.on_progress(done, source.total)
-    with source.path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _sha256(f)
-    video = VideoJob(source.path.name, str(source.path), digest, options, specs, tile)
+    video = VideoJob(source.path.name, str(source.path), sha256_file(source.path), options, specs, tile)
     index = source.seek_index() if isinstance(source, VideoSource) else None
     seeks = {k: index.at(k * options.checkpoint) if index else None for k in todo}
     for result in cluster.segments(video, source.path, seeks, planned):
@@ -329,11 +328,3 @@ def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, til
             run.on_progress(done, max(source.total, done))
     summary.retries = cluster.retries
     return work.done()
-
-
-def _sha256(f: Any) -> str:
-    """hashlib.file_digest before Python 3.11: the file in 1 MiB pieces, never whole in memory."""
-    h = hashlib.sha256()
-    while chunk := f.read(1 << 20):
-        h.update(chunk)
-    return h.hexdigest()
