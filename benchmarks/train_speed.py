@@ -3,9 +3,12 @@
 Each case trains from the same seed on sharp photos with a fresh shake per crop (256 px crops,
 batch 4, the real data path: decoding, shaking and batching in background threads) and reports
 the median wall seconds per step after a warm-up, crops per second, and how long the steps
-waited for data. Cases: memory format (NCHW, channels-last) for each architecture.
+waited for data. Cases: for each architecture, where the shake is rendered (OpenCV in CPU threads,
+"workers"; torch on the training device, "device": here the CPU too) and the memory format
+(channels-last by default; NCHW with --formats nchw channels_last).
 
     python benchmarks/train_speed.py ../shared/data/sharp --variants lite base --steps 6
+    python benchmarks/train_speed.py .pack/sharp.zip --variants lite --crop 128 --batch 8
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--shake-on", nargs="+", default=["workers", "device"], choices=["workers", "device"])
+    ap.add_argument("--formats", nargs="+", default=["channels_last"], choices=["nchw", "channels_last"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,7 +45,8 @@ def main() -> None:
     rows = []
     for name in args.variants:
         v = get_variant(name)
-        for channels_last in (False, True):
+        for shake_on, fmt in [(r, f) for r in args.shake_on for f in args.formats]:
+            channels_last = fmt == "channels_last"
             ticks: list[float] = []
             opts = TrainOptions(
                 steps=args.steps + 1,
@@ -48,6 +54,7 @@ def main() -> None:
                 crop=args.crop,
                 shake=True,
                 channels_last=channels_last,
+                shake_on=shake_on,
                 log_every=1,
                 val_every=10**9,
                 checkpoint_every=10**9,
@@ -68,6 +75,7 @@ def main() -> None:
             rows.append(
                 {
                     "variant": v.name,
+                    "shake_on": shake_on,
                     "channels_last": channels_last,
                     "s_per_step": round(per_step, 2),
                     "crops_per_s": round(args.batch / per_step, 2),

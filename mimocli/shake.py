@@ -19,6 +19,7 @@ Photos are split by a fixed rule (``split_of``) into train, validation and a hel
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +32,14 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def photo_key(path: str | Path) -> int:
+def photo_key(path: str | os.PathLike[str]) -> int:
     """crc32 of "FOLDER/FILE": the same for a photo wherever its dataset lies. The split and the
     seeds of fixed validation crops follow from it."""
     p = Path(path)
     return zlib.crc32(f"{p.parent.name}/{p.name}".encode())
 
 
-def split_of(path: str | Path) -> str:
+def split_of(path: str | os.PathLike[str]) -> str:
     """'train', 'val' or 'test' for a photo, from its folder and file name only."""
     h = photo_key(path)
     if h % 10 == 0:
@@ -203,24 +204,90 @@ def _draw(
     return xy - xy.mean(axis=0), roll - roll.mean(), push - push.mean(), length, roll_deg
 
 
-def _degrade(
-    rng: np.random.Generator, model: ShakeModel, blur: np.ndarray, peak: float
-) -> tuple[np.ndarray, float, int]:
-    """Noise (in the image's levels) and a JPEG round trip; ``blur`` is float in [0, peak]."""
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything drawn for one blurred box, before any pixel is touched: the box (x, y, w, h) of
+    the source image, the shake, the gamma of linear light and the unit-variance noise field
+    (scaled by ``shake.noise`` levels when rendered; None without noise). Rendering a plan draws
+    nothing more, so the CPU renderer (``render``) and the device one (``mimocli.shake_torch``)
+    make the same blur from the same draw."""
+
+    box: tuple[int, int, int, int]
+    shake: Shake
+    gamma: float
+    noise: np.ndarray | None
+
+
+def plan_region(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    model: ShakeModel,
+    box: tuple[int, int, int, int] | None = None,
+    centre: tuple[float, float] | None = None,
+    focal: float | None = None,
+) -> Plan:
+    """Draw the shake of the ``box`` (x, y, w, h; default: all) of an image of ``shape`` (H,W[,C]),
+    as ``shake_region`` would; the arguments mean what they mean there."""
+    h, w = shape[:2]
+    x0, y0, bw, bh = box or (0, 0, w, h)
+    side = max(h, w)
+    f = focal if focal is not None else _uniform(rng, model.focal) * side
+    c = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
+    path, roll, push, length, roll_deg = _draw(rng, model, f)
+    linear = bool(rng.random() < model.linear)
+    gamma = _uniform(rng, model.gamma)
+    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])  # box pixel -> image pixel
+    maps = np.linalg.inv(shift) @ homographies(path, roll, push, f, c) @ shift
     sigma = _uniform(rng, model.noise_sigma) if rng.random() < model.noise else 0.0
-    if sigma > 0:
-        blur = blur + rng.standard_normal(blur.shape, dtype=np.float32) * (sigma * peak / 255)
-    dtype = np.uint8 if peak == 255 else np.uint16
-    out = np.rint(np.clip(blur, 0, peak)).astype(dtype)
+    noise = rng.standard_normal((bh, bw, *shape[2:3]), dtype=np.float32) if sigma > 0 else None
     quality = int(rng.integers(model.jpeg_quality[0], model.jpeg_quality[1] + 1)) if rng.random() < model.jpeg else 0
-    if quality:
+    shake = Shake(length, roll_deg, len(path), linear, sigma, quality, maps)
+    return Plan((x0, y0, bw, bh), shake, gamma, noise)
+
+
+def render(image: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """(blurry, sharp) of a plan's box of an (H,W[,C]) uint8/uint16 ``image``, on the CPU (OpenCV):
+    each pose's warp (bilinear, reflected at the image's border) averaged, in linear light if the
+    plan says so, then noise, rounding and a JPEG round trip."""
+    x0, y0, bw, bh = plan.box
+    s = plan.shake
+    sharp = image[y0 : y0 + bh, x0 : x0 + bw]
+    peak = 255.0 if image.dtype == np.uint8 else 65535.0
+    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+    blur: np.ndarray
+    if s.samples == 1:
+        blur = sharp.astype(np.float32)
+    else:
+        src = image.astype(np.float32) / peak
+        if s.linear:
+            src = np.power(src, plan.gamma)
+        acc = np.zeros((bh, bw, image.shape[2]) if image.ndim == 3 else (bh, bw), np.float32)
+        for m in s.maps:
+            acc += cv2.warpPerspective(
+                src,
+                shift @ m,
+                (bw, bh),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT_101,
+            ).reshape(acc.shape)
+        acc /= s.samples
+        if s.linear:
+            acc = np.power(np.clip(acc, 0, None), 1 / plan.gamma)
+        blur = acc * peak
+    if plan.noise is not None:
+        blur = blur + plan.noise * np.float32(s.noise * peak / 255)
+    dtype = np.uint8 if peak == 255 else np.uint16
+    out: np.ndarray = np.rint(np.clip(blur, 0, peak)).astype(dtype)
+    if s.jpeg:
+        # OpenCV takes the RGB planes for BGR: the chroma weighs red and blue the other way round,
+        # which JPEG's loss does not care about (shake_torch.jpeg_round_trip does the same)
         eight = out if dtype == np.uint8 else np.rint(out / 257).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", eight, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", eight, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg])
         decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
         if decoded is not None:
             decoded = decoded.reshape(eight.shape)
             out = decoded if dtype == np.uint8 else decoded.astype(np.uint16) * 257
-    return out, sigma, quality
+    return out, np.ascontiguousarray(sharp)
 
 
 def shake_region(
@@ -238,39 +305,65 @@ def shake_region(
     drawn from ``model.focal`` times the longer side) place the box in a larger photo.
     Returns (blurry, sharp, shake), both images of the box's size and the image's dtype.
     """
-    h, w = image.shape[:2]
-    x0, y0, bw, bh = box or (0, 0, w, h)
-    side = max(h, w)
-    f = focal if focal is not None else _uniform(rng, model.focal) * side
-    c = centre if centre is not None else ((w - 1) / 2, (h - 1) / 2)
-    path, roll, push, length, roll_deg = _draw(rng, model, f)
-    sharp = image[y0 : y0 + bh, x0 : x0 + bw]
-    peak = 255.0 if image.dtype == np.uint8 else 65535.0
-    linear = bool(rng.random() < model.linear)
-    gamma = _uniform(rng, model.gamma)
-    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])  # box pixel -> image pixel
-    maps = np.linalg.inv(shift) @ homographies(path, roll, push, f, c) @ shift
-    if len(path) == 1:
-        blur = sharp.astype(np.float32)
-    else:
-        src = image.astype(np.float32) / peak
-        if linear:
-            src = np.power(src, gamma)
-        acc = np.zeros((bh, bw, image.shape[2]) if image.ndim == 3 else (bh, bw), np.float32)
-        for m in maps:
-            acc += cv2.warpPerspective(
-                src,
-                shift @ m,
-                (bw, bh),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REFLECT_101,
-            ).reshape(acc.shape)
-        acc /= len(path)
-        if linear:
-            acc = np.power(np.clip(acc, 0, None), 1 / gamma)
-        blur = acc * peak
-    out, sigma, quality = _degrade(rng, model, blur, peak)
-    return out, np.ascontiguousarray(sharp), Shake(length, roll_deg, len(path), linear, sigma, quality, maps)
+    plan = plan_region(image.shape, rng, model, box, centre, focal)
+    blur, sharp = render(image, plan)
+    return blur, sharp, plan.shake
+
+
+@dataclass(frozen=True, eq=False)
+class CropPlan:
+    """A drawn training crop: the part of the photo (x0, y0, x1, y1) the blur reaches, the scale
+    it is resized by (OpenCV's area resampling, to ``size`` (w, h); none at scale 1) and the plan
+    of the crop's box in that resized region."""
+
+    source: tuple[int, int, int, int]
+    scale: float
+    size: tuple[int, int]
+    plan: Plan
+
+
+def plan_crop(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    size: int,
+    model: ShakeModel = ShakeModel(),  # noqa: B008
+) -> CropPlan:
+    """Draw a ``size`` crop of a photo of ``shape`` (H,W,C) as ``shake_crop`` would. Raises
+    ValueError for a photo smaller than the crop."""
+    h, w = shape[:2]
+    if min(h, w) < size:
+        raise ValueError(f"a {w}x{h} photo is smaller than the {size}px crop")
+    lo = max(model.scale[0], size / min(h, w))
+    s = _uniform(rng, (lo, max(lo, model.scale[1])))
+    # crop origin in the resized photo, then the original pixels it and the blur's reach cover
+    hs, ws = int(h * s), int(w * s)
+    cy, cx = int(rng.integers(0, max(1, hs - size + 1))), int(rng.integers(0, max(1, ws - size + 1)))
+    reach = model.length[1] * 1.5 + math.radians(model.roll) * max(hs, ws) + model.push * max(hs, ws) + 4
+    ox0, oy0 = max(0, int((cx - reach) / s)), max(0, int((cy - reach) / s))
+    ox1, oy1 = min(w, math.ceil((cx + size + reach) / s) + 1), min(h, math.ceil((cy + size + reach) / s) + 1)
+    rw, rh = ox1 - ox0, oy1 - oy0
+    if s < 1:  # the size cv2.resize gives for fx = fy = s
+        rw, rh = max(1, round(rw * s)), max(1, round(rh * s))
+    rx0, ry0 = int(round(ox0 * s)), int(round(oy0 * s))  # the region's origin in the resized photo
+    bx = min(max(cx - rx0, 0), rw - size)
+    by = min(max(cy - ry0, 0), rh - size)
+    focal = _uniform(rng, model.focal) * max(hs, ws)
+    centre = ((ws - 1) / 2 - rx0, (hs - 1) / 2 - ry0)
+    plan = plan_region((rh, rw, *shape[2:3]), rng, model, (bx, by, size, size), centre, focal)
+    return CropPlan((ox0, oy0, ox1, oy1), s, (rw, rh), plan)
+
+
+def render_crop(image: np.ndarray, crop: CropPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(blurry, sharp) of a drawn crop of ``image``, on the CPU."""
+    ox0, oy0, ox1, oy1 = crop.source
+    region = image[oy0:oy1, ox0:ox1]
+    if crop.scale < 1:
+        region = cv2.resize(region, None, fx=crop.scale, fy=crop.scale, interpolation=cv2.INTER_AREA)
+        if region.ndim == 2:
+            region = region[:, :, None]
+        if (region.shape[1], region.shape[0]) != crop.size:
+            raise AssertionError(f"resized to {region.shape[1]}x{region.shape[0]}, planned {crop.size}")
+    return render(region, crop.plan)
 
 
 def shake_crop(
@@ -282,25 +375,6 @@ def shake_crop(
     Only the part of the photo that the blur reaches is resized, so a crop costs the same for any
     photo size. Raises ValueError for a photo smaller than the crop.
     """
-    h, w = image.shape[:2]
-    if min(h, w) < size:
-        raise ValueError(f"a {w}x{h} photo is smaller than the {size}px crop")
-    lo = max(model.scale[0], size / min(h, w))
-    s = _uniform(rng, (lo, max(lo, model.scale[1])))
-    # crop origin in the resized photo, then the original pixels it and the blur's reach cover
-    hs, ws = int(h * s), int(w * s)
-    cy, cx = int(rng.integers(0, max(1, hs - size + 1))), int(rng.integers(0, max(1, ws - size + 1)))
-    reach = model.length[1] * 1.5 + math.radians(model.roll) * max(hs, ws) + model.push * max(hs, ws) + 4
-    ox0, oy0 = max(0, int((cx - reach) / s)), max(0, int((cy - reach) / s))
-    ox1, oy1 = min(w, math.ceil((cx + size + reach) / s) + 1), min(h, math.ceil((cy + size + reach) / s) + 1)
-    region = image[oy0:oy1, ox0:ox1]
-    if s < 1:
-        region = cv2.resize(region, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        if region.ndim == 2:
-            region = region[:, :, None]
-    rx0, ry0 = int(round(ox0 * s)), int(round(oy0 * s))  # the region's origin in the resized photo
-    bx = min(max(cx - rx0, 0), region.shape[1] - size)
-    by = min(max(cy - ry0, 0), region.shape[0] - size)
-    focal = _uniform(rng, model.focal) * max(hs, ws)
-    centre = ((ws - 1) / 2 - rx0, (hs - 1) / 2 - ry0)
-    return shake_region(region, rng, model, (bx, by, size, size), centre, focal)
+    crop = plan_crop(image.shape, rng, size, model)
+    blur, sharp = render_crop(image, crop)
+    return blur, sharp, crop.plan.shake

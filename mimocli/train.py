@@ -8,8 +8,13 @@ every 500 epochs, and the loss over the three scales
 each L1 a mean over elements (the paper's division by t_k), the targets S_k downsampled the way
 the network downsamples its input (nearest neighbour).
 
-With ``shake``, the data are sharp photos and every crop gets a fresh random camera shake
-(mimocli.shake): the photos of the validation split validate, those of the test split are never read.
+With ``shake``, the data are sharp photos (or a pack of them) and every crop gets a fresh random
+camera shake (mimocli.shake): the photos of the validation split validate, those of the test split
+are never read. The shake is drawn on the CPU and rendered where ``shake_on`` says: "device" with
+torch on the training device (mimocli.shake_torch; what a GPU needs, since two CPU cores render
+about 7 crops a second of it), "workers" with OpenCV in CPU threads, which is faster when the
+training device is the CPU itself (benchmarks/train_speed.py); "auto" picks by device and the
+checkpoint records the choice.
 
 Resumable: the batch of step s is drawn from a generator seeded by (seed, s), so a checkpoint
 needs only the step, the weights and the states of the optimiser, the scheduler and (fp16 on
@@ -43,6 +48,7 @@ from .device import cuda_has_native_bf16, resolve_device
 from .errors import ImageError, OutputError
 from .evaluate import find_pairs, psnr, quantize
 from .shake import ShakeModel, split_of
+from .shake_torch import render_crops
 from .train_data import PairData, ShakeData, find_photos
 
 ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
@@ -60,9 +66,13 @@ SAME_ON_RESUME = (
     "shake",
     "channels_last",
     "max_blur",
+    "shake_on",
+    "schedule",
 )
 # What a run from before these options existed used.
-LEGACY_OPTIONS = {"shake": False, "channels_last": False, "max_blur": 36.0}
+LEGACY_OPTIONS = {"shake": False, "channels_last": False, "max_blur": 36.0, "shake_on": "workers", "schedule": "step"}
+SHAKE_ON = ("auto", "device", "workers")
+SCHEDULES = ("step", "cosine")
 VAL_CROPS = 4  # fixed shaken crops per validation photo
 # Validation crops are always blurred: a crop left sharp scores 40-50 dB, and a few of them would
 # swing the mean PSNR more than the deblurring it is meant to follow.
@@ -86,6 +96,8 @@ class TrainOptions:
     shake: bool = False  # data are sharp photos, blurred afresh for every crop
     max_blur: float = 36.0  # with shake: the longest strong shake, pixels at the crop's scale
     channels_last: bool = True  # NHWC activations (CPU and CUDA)
+    shake_on: str = "auto"  # with shake: where crops are rendered (SHAKE_ON); resolved when the run starts
+    schedule: str = "step"  # "step": halve every lr_halve_epochs; "cosine": from lr down to lr/100 at `steps`
 
 
 @dataclass
@@ -193,6 +205,7 @@ def train(
     val: str | os.PathLike[str] | None = None,
     resume: bool = False,
     on_progress: ProgressFn | None = None,
+    time_limit: float | None = None,
 ) -> TrainSummary:
     """Train ``model`` on the pairs under ``data`` (any layout mimo eval reads) into ``out``:
     checkpoint.pt every ``checkpoint_every`` steps, metrics.jsonl, loss.png, model.safetensors,
@@ -202,11 +215,17 @@ def train(
     training split trains with a fresh shake per crop and, without ``val``, the validation split
     validates on fixed shaken crops (mimocli.shake.split_of; the test split is left out).
     With ``resume``, continue from out/checkpoint.pt, bit for bit as if never stopped.
+    With ``time_limit`` (seconds from the call), the run ends after the step that crosses it, as
+    if that step were the last (validated, checkpointed, exported); the summary says which step.
     Raises ImageError for bad data, OutputError for an output that holds another run.
     """
     started = time.perf_counter()
-    o = options
     dev = resolve_device(device)
+    if options.shake_on not in SHAKE_ON or options.schedule not in SCHEDULES:
+        raise ValueError(f"shake_on must be one of {SHAKE_ON} and schedule one of {SCHEDULES}")
+    if options.shake_on == "auto":  # settled once, recorded in the checkpoint; a resumed run keeps it
+        options = replace(options, shake_on="workers" if dev.type == "cpu" else "device")
+    o = options
     out_dir = Path(out)
     ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
     if ckpt_path.exists() and not resume:
@@ -241,7 +260,13 @@ def train(
     model = model.to(dev).to(memory_format=fmt).train()  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=o.lr)
     steps_per_epoch = max(1, math.ceil(len(pairs) / o.batch))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if o.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, o.steps) / o.steps))
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=o.lr_halve_epochs * steps_per_epoch, gamma=0.5)
     history: list[dict[str, Any]] = []
     scaler_state: dict[str, Any] | None = None
     start = 0
@@ -278,11 +303,26 @@ def train(
         return cpu_before + time.process_time() - cpu_started
 
     loss_value = math.nan
+    reached = start
     window: list[float] = []
     data_wait = 0.0
 
-    def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return pairs.batch(np.random.default_rng([o.seed, step]), o.batch, o.crop, o.flip)
+    on_device = o.shake and o.shake_on == "device"
+    device_photos: dict[int, torch.Tensor] = {}  # each photo uploaded once, as (3,H,W) uint8
+
+    def make_batch(step: int) -> Any:
+        rng = np.random.default_rng([o.seed, step])
+        if on_device:
+            assert isinstance(pairs, ShakeData)
+            return pairs.plans(rng, o.batch, o.flip)  # drawn here, in the background; rendered below
+        return pairs.batch(rng, o.batch, o.crop, o.flip)
+
+    def render(plans: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        assert isinstance(pairs, ShakeData)
+        for i, _, _ in plans:
+            if i not in device_photos:
+                device_photos[i] = torch.from_numpy(pairs.load(i)).permute(2, 0, 1).to(dev)
+        return render_crops([device_photos[i] for i, _, _ in plans], [c for _, c, _ in plans], [f for _, _, f in plans])
 
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mimo-prefetch")
     upcoming = prefetch.submit(make_batch, start + 1) if start < o.steps else None
@@ -290,9 +330,11 @@ def train(
         for step in range(start + 1, o.steps + 1):
             assert upcoming is not None
             waited = time.perf_counter()
-            blur, sharp = upcoming.result()
+            batch = upcoming.result()
             data_wait += time.perf_counter() - waited  # the step stalled on data this long
-            upcoming = prefetch.submit(make_batch, step + 1) if step < o.steps else None  # overlaps this step
+            last = step == o.steps or (time_limit is not None and time.perf_counter() - started > time_limit)
+            upcoming = prefetch.submit(make_batch, step + 1) if not last else None  # overlaps this step
+            blur, sharp = render(batch) if on_device else batch
             blur = blur.to(dev, non_blocking=True).contiguous(memory_format=fmt)
             sharp = sharp.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
@@ -306,7 +348,7 @@ def train(
             loss_value = float(loss.detach())
             window.append(loss_value)
             record: dict[str, Any] | None = None
-            if step % o.log_every == 0 or step == o.steps:
+            if step % o.log_every == 0 or last:
                 record = {
                     "step": step,
                     "loss": float(np.mean(window)),
@@ -314,7 +356,7 @@ def train(
                     "data_wait": round(data_wait, 3),  # seconds spent waiting for batches since the last record
                 }
                 window, data_wait = [], 0.0
-            if val_pairs and (step % o.val_every == 0 or step == o.steps):
+            if val_pairs and (step % o.val_every == 0 or last):
                 record = record or {"step": step}
                 record["val_psnr"] = validate(model, val_pairs, dev, channels_last)
                 if best is None or record["val_psnr"] > best:
@@ -326,7 +368,7 @@ def train(
                 history.append(record)
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-            if step % o.checkpoint_every == 0 or step == o.steps:
+            if step % o.checkpoint_every == 0 or last:
                 state = {
                     "step": step,
                     "model": model.state_dict(),
@@ -342,6 +384,9 @@ def train(
                 _save_checkpoint(ckpt_path, state)
             if on_progress:
                 on_progress(step, o.steps, loss_value)
+            reached = step
+            if last:
+                break
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
         pairs.close()
@@ -351,7 +396,7 @@ def train(
     vals = [h["val_psnr"] for h in history if "val_psnr" in h]
     return TrainSummary(
         out=str(out_dir),
-        steps=o.steps,
+        steps=reached,
         resumed_from=start,
         final_loss=loss_value,
         val_psnr=vals[-1] if vals else None,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -151,3 +152,132 @@ def test_pair_data_reads_on_demand_and_batches_do_not_depend_on_the_cache(pairs,
     exif[0x0112] = 6  # rotate 90 degrees on display
     img.save(tmp_path / "turned.jpg", exif=exif)
     assert _size(tmp_path / "turned.jpg") == read_image(tmp_path / "turned.jpg").pixels.shape[:2] == (50, 30)
+
+
+def _named(split: str, count: int, folder: str = "set") -> list[str]:
+    """File names whose FOLDER/FILE falls in ``split`` by the held-out rule."""
+    from mimocli.shake import split_of
+
+    names = (f"s{i}.png" for i in range(10_000))
+    return [n for n in names if split_of(f"{folder}/{n}") == split][:count]
+
+
+@pytest.fixture
+def sharp_photos(tmp_path):
+    folder = tmp_path / "photos" / "set"
+    folder.mkdir(parents=True)
+    for split, count in (("train", 3), ("val", 1), ("test", 1)):
+        for i, name in enumerate(_named(split, count)):
+            write_image(folder / name, photo(90, 150 if split != "train" or i else 1400, seed=i))
+    return tmp_path / "photos"
+
+
+def test_a_pack_keeps_the_split_and_the_photos_and_fits_its_budget(sharp_photos, tmp_path):
+    import hashlib
+    import zipfile
+
+    from mimocli.errors import ImageError
+    from mimocli.evaluate import psnr
+    from mimocli.shake import split_of
+    from mimocli.train_data import PackedPhoto, find_photos, pack_photos, read_photo
+
+    s = pack_photos([sharp_photos], tmp_path / "a.zip", long_side=700)
+    assert s.photos == 4 and s.by_split == {"train": 3, "val": 1} and s.resized == 1 and s.quality == 95
+    loose = {f"set/{p.name}": p for p in find_photos([sharp_photos])}
+    packed = find_photos([tmp_path / "a.zip"])
+    assert all(isinstance(p, PackedPhoto) for p in packed)
+    assert sorted(p.name for p in packed) == sorted(n for n, p in loose.items() if split_of(p) != "test")
+    for p in packed:
+        assert split_of(p) == split_of(loose[p.name])  # the same FOLDER/FILE, the same split
+        original, back = read_photo(loose[p.name]), read_photo(p)
+        if original.shape[1] > 700:  # the wide one: scaled to the long side
+            assert back.shape == (45, 700, 3)
+        else:
+            assert back.shape == original.shape and psnr(back, original) > 33  # q95 of a noisy test image
+    # the same photos give the same bytes; a smaller budget lowers the quality, and it is recorded
+    pack_photos([sharp_photos], tmp_path / "b.zip", long_side=700)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "a.zip") == digest(tmp_path / "b.zip")
+    small = pack_photos([sharp_photos], tmp_path / "c.zip", long_side=700, max_bytes=s.bytes - 5000)
+    assert small.quality < 95 and small.bytes <= s.bytes - 5000
+    with zipfile.ZipFile(tmp_path / "c.zip") as z:
+        assert json.loads(z.read("mimo-pack.json"))["quality"] == small.quality
+    with pytest.raises(ImageError, match="do not fit"):
+        pack_photos([sharp_photos], tmp_path / "d.zip", max_bytes=1000)
+    assert not (tmp_path / "d.zip").exists()
+    (tmp_path / "bad.zip").write_bytes(b"PK not really")
+    with pytest.raises(ImageError, match="not a readable zip"):
+        find_photos([tmp_path / "bad.zip"])
+
+
+def test_training_renders_the_shake_on_the_device_from_a_pack(sharp_photos, tmp_path):
+    from mimocli.train_data import pack_photos
+
+    pack = pack_photos([sharp_photos], tmp_path / "p.zip").path
+    opts = TrainOptions(
+        steps=4, batch=2, crop=32, lr=1e-3, log_every=1, checkpoint_every=2, val_every=2, shake=True,
+        shake_on="device", schedule="cosine",
+    )  # fmt: skip
+    s = train(_model(), [pack], tmp_path / "dev", opts, "cpu")
+    assert s.steps == 4 and np.isfinite(s.final_loss) and s.val_psnr is not None
+    state = torch.load(tmp_path / "dev/checkpoint.pt", weights_only=True)
+    assert state["options"]["shake_on"] == "device" and state["options"]["schedule"] == "cosine"
+    lrs = [h["lr"] for h in s.history if "lr" in h]
+    assert lrs[0] < 1e-3 and lrs[-1] == pytest.approx(1e-5)  # cosine down to a hundredth at the last step
+    # auto settles to the CPU's faster renderer, recorded; a resume with another renderer is refused
+    auto = replace(opts, shake_on="auto", steps=2)
+    train(_model(), [pack], tmp_path / "auto", auto, "cpu")
+    state = torch.load(tmp_path / "auto/checkpoint.pt", weights_only=True)
+    assert state["options"]["shake_on"] == "workers"
+    with pytest.raises(OutputError, match=r"other options \(shake_on\)"):
+        train(_model(), [pack], tmp_path / "auto", replace(opts, steps=3), "cpu", resume=True)
+    train(_model(), [pack], tmp_path / "auto", replace(auto, steps=3), "cpu", resume=True)  # auto: workers again
+
+
+def test_a_time_limit_ends_the_run_as_if_its_step_were_the_last(pairs, tmp_path):
+    opts = TrainOptions(steps=50, batch=1, crop=32, log_every=10, checkpoint_every=100, val_every=100)
+    s = train(_model(), pairs, tmp_path / "run", opts, "cpu", val=pairs, time_limit=0.0)
+    assert s.steps == 1 and s.history[-1]["step"] == 1 and "val_psnr" in s.history[-1]
+    assert torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)["step"] == 1
+    assert (tmp_path / "run/model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_the_gpu_recipe_toy_run_hands_back_a_model(sharp_photos, tmp_path):
+    """weights/gpu_recipe.sh at toy scale on the CPU, as a GPU machine would run it: no network,
+    nothing installed, and neither PyAV nor gdown (which its image lacks) imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mimocli.train_data import pack_photos
+    from mimocli.weights import load_weights
+
+    pack = pack_photos([sharp_photos], tmp_path / "p.zip").path
+    refuse = tmp_path / "refuse"
+    refuse.mkdir()
+    for name in ("av", "gdown"):
+        (refuse / f"{name}.py").write_text(f"raise ImportError('{name} is not on a GPU machine')\n")
+    recipe = Path(__file__).resolve().parents[1] / "weights/gpu_recipe.sh"
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(refuse)}
+    args = [str(recipe), str(out), "--minutes", "0.3", "--device", "cpu", "--pack", pack, "--crop", "32"]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "recipe.json").read_text())
+    assert [x["name"] for x in record["race"]] == ["mimo-unet", "mimo-unet-6x24", "mimo-unet-lite"]
+    assert all(np.isfinite(x["val_psnr"]) and x["steps"] >= 1 for x in record["race"])
+    winner = max(record["race"], key=lambda x: x["val_psnr"])
+    assert record["winner"] == winner["name"] and record["final"]["steps"] >= 1
+    assert record["compile"] is False and record["pack"]["sha256"]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == record["final"]["steps"] and "val_psnr" in lines[-1]
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    loaded = load_weights(weights=out / "model.safetensors", device="cpu")  # as mimo deblur --weights loads it
+    assert loaded.model.num_res == winner["num_res"]
+    assert read_image(out / "curve.png").pixels.shape == (400, 800, 3)
+    r = subprocess.run([str(recipe), str(tmp_path / "o2"), "--pack", str(tmp_path / "none.zip"), "--device", "cpu"],
+                       env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1 and "none.zip: no such pack" in r.stderr

@@ -21,6 +21,17 @@ def parse_precision(value: str) -> str:
     return value.strip().lower()
 
 
+def one_of(*values: str) -> Callable[[str], str]:
+    """A callback that accepts one of ``values`` (any case) and refuses anything else."""
+
+    def parse(value: str) -> str:
+        if value.strip().lower() not in values:
+            raise typer.BadParameter(f"{value!r}: use one of {', '.join(values)}")
+        return value.strip().lower()
+
+    return parse
+
+
 def parse_variant(value: str | None) -> str | None:
     """An unknown variant is a usage error (exit 2), like every other bad option."""
     if value is None:

@@ -45,6 +45,13 @@ def train_command(
         min=1.0,
         help="With --shake: the longest strong shake in pixels (a smaller value makes an easier start).",
     ),
+    shake_on: str = typer.Option(
+        "auto",
+        "--shake-on",
+        help="With --shake: render the blur on the training device with torch (device), or with OpenCV in CPU "
+        "threads (workers). auto: device on a GPU, workers on the CPU, where they are faster.",
+        callback=options.one_of("auto", "device", "workers"),
+    ),
     synthesize: bool = typer.Option(
         False,
         "--synthesize",
@@ -56,6 +63,13 @@ def train_command(
     crop: int = typer.Option(256, "--crop", min=16, help="Side of the random crops (a multiple of 4)."),
     lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate."),
     lr_halve_epochs: int = typer.Option(500, "--lr-halve-epochs", min=1, help="Halve the rate every N epochs."),
+    schedule: str = typer.Option(
+        "step",
+        "--schedule",
+        help="Learning rate: step (halve every --lr-halve-epochs) or cosine (from --lr to a hundredth of it at "
+        "--steps).",
+        callback=options.one_of("step", "cosine"),
+    ),
     fft_weight: float = typer.Option(0.1, "--fft-weight", min=0.0, help="Weight of the frequency-domain L1 loss."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
@@ -103,6 +117,8 @@ def train_command(
         mixed_precision,
         shake,
         max_blur=max_blur,
+        shake_on=shake_on,
+        schedule=schedule,
     )
     with fail_on_error():
         v = get_variant(variant)
