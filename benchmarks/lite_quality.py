@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: tiles bf16 ensemble video testset")
     args = ap.parse_args()
     reuse_freed_memory()
-    loaded = load_weights(args.variant, "cpu", args.weights)
+    loaded = load_weights(None if args.weights else args.variant, "cpu", args.weights)  # a file: what it holds
     model = loaded.model
     report: dict = {"weights": loaded.to_dict()}
     started = time.perf_counter()

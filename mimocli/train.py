@@ -11,10 +11,11 @@ the network downsamples its input (nearest neighbour).
 With ``shake``, the data are sharp photos (or a pack of them) and every crop gets a fresh random
 camera shake (mimocli.shake): the photos of the validation split validate, those of the test split
 are never read. The shake is drawn on the CPU and rendered where ``shake_on`` says: "device" with
-torch on the training device (mimocli.shake_torch; what a GPU needs, since two CPU cores render
-about 7 crops a second of it), "workers" with OpenCV in CPU threads, which is faster when the
-training device is the CPU itself (benchmarks/train_speed.py); "auto" picks by device and the
-checkpoint records the choice.
+torch on the training device (mimocli.shake_torch: a GPU renders its own batches), "workers" with
+OpenCV in CPU threads while the step runs. On a CPU the two train equally fast (the network's
+step dwarfs the render) but OpenCV renders a crop in 2.5 times less CPU time
+(benchmarks/shake_speed.py, train_speed.py), so "auto" keeps workers there and the device
+elsewhere; the checkpoint records the choice.
 
 Resumable: the batch of step s is drawn from a generator seeded by (seed, s), so a checkpoint
 needs only the step, the weights and the states of the optimiser, the scheduler and (fp16 on

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,12 @@ from torch import nn
 from mimocli.arch import MIMOUNet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# The suite runs as on a CPU without native bf16, whatever CPU runs it: --precision auto would
+# otherwise time fp32 against bf16 on CPUs that have it, and decide by the machine's load. Set in
+# the environment so that every process the tests start (Ray's workers too) sees the same; tests
+# of the bf16 path fake the CPU feature themselves, both ways.
+os.environ["MIMO_CPU_BF16"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -137,7 +137,8 @@ def test_cuda_matches_cpu():
         assert np.abs(got - ref).mean() < 2
 
 
-def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    monkeypatch.delenv("MIMO_CPU_BF16")  # the suite's pin (conftest): off here, to read the flags
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl\n")
     assert not cpu_has_native_bf16(str(info))  # AVX-512 alone: oneDNN would only emulate bf16
@@ -146,6 +147,11 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
     assert cpu_has_native_bf16(str(info))
     assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+    monkeypatch.setenv("MIMO_CPU_BF16", "0")  # the override, both ways, whatever the flags say
+    assert not cpu_has_native_bf16(str(info))
+    monkeypatch.setenv("MIMO_CPU_BF16", "1")
+    assert cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
 
 
 def test_fast_path_switches_agree_with_the_plain_path():

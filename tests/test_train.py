@@ -281,3 +281,21 @@ def test_the_gpu_recipe_toy_run_hands_back_a_model(sharp_photos, tmp_path):
     r = subprocess.run([str(recipe), str(tmp_path / "o2"), "--pack", str(tmp_path / "none.zip"), "--device", "cpu"],
                        env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 1 and "none.zip: no such pack" in r.stderr
+    # shipping what came back: refused, and nothing written, unless it beats the bundled lite on validation
+    import shutil
+
+    root = tmp_path / "checkout"
+    (root / "weights").mkdir(parents=True)
+    (root / "mimocli/bundled").mkdir(parents=True)
+    shutil.copyfile(
+        recipe.parents[1] / "mimocli/bundled/mimo-unet-lite.safetensors",
+        root / "mimocli/bundled/mimo-unet-lite.safetensors",
+    )
+    row = {"num_res": winner["num_res"], "base_channel": winner["base_channel"], "summary": "toy"}
+    (root / "weights/registry.json").write_text(json.dumps({"toy": row}))
+    ship = [sys.executable, str(recipe.parent / "bundle_gpu.py"), str(out), "--key", "toy", "--data", str(sharp_photos)]
+    r = subprocess.run([*ship, "--root", str(root)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no better than mimo-unet-lite" in r.stderr, r.stderr
+    assert "px: mimo-unet-lite" in r.stdout  # the scores it compared, printed first
+    assert sorted(p.name for p in (root / "mimocli/bundled").iterdir()) == ["mimo-unet-lite.safetensors"]
+    assert json.loads((root / "weights/registry.json").read_text()) == {"toy": row}

@@ -30,7 +30,6 @@ curve.png, recipe.json (device, race, choices, figures); the runs themselves are
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -44,6 +43,7 @@ from safetensors.torch import load_file, save
 
 from mimocli.arch import MIMOUNet
 from mimocli.atomic import write_bytes_atomic
+from mimocli.downloads import sha256_file
 from mimocli.train import TrainOptions, plot_history, train
 from mimocli.train_data import pack_photos
 
@@ -65,14 +65,6 @@ CANDIDATES = {
     "mimo-unet-6x24": Shape("mimo-unet-6x24", 6, 24),
     "mimo-unet-lite": Shape("mimo-unet-lite", 4, 16),
 }
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def half(src: Path, dst: Path) -> None:
@@ -179,7 +171,7 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "minutes": args.minutes,
-        "pack": {"path": str(pack), "sha256": sha256(pack), "bytes": pack.stat().st_size},
+        "pack": {"path": str(pack), "sha256": sha256_file(pack), "bytes": pack.stat().st_size},
         "batch": batch,
         "crop": crop,
         "lr": args.lr,

@@ -49,7 +49,7 @@ def train_command(
         "auto",
         "--shake-on",
         help="With --shake: render the blur on the training device with torch (device), or with OpenCV in CPU "
-        "threads (workers). auto: device on a GPU, workers on the CPU, where they are faster.",
+        "threads (workers). auto: device on a GPU, workers on the CPU (as fast there, and cheaper).",
         callback=options.one_of("auto", "device", "workers"),
     ),
     synthesize: bool = typer.Option(
