@@ -299,3 +299,18 @@ def test_the_gpu_recipe_toy_run_hands_back_a_model(sharp_photos, tmp_path):
     assert "px: mimo-unet-lite" in r.stdout  # the scores it compared, printed first
     assert sorted(p.name for p in (root / "mimocli/bundled").iterdir()) == ["mimo-unet-lite.safetensors"]
     assert json.loads((root / "weights/registry.json").read_text()) == {"toy": row}
+
+
+def test_train_cli_reads_a_pack_and_renders_where_asked(sharp_photos, tmp_path):
+    from mimocli.train_data import pack_photos
+
+    pack = pack_photos([sharp_photos], tmp_path / "p.zip").path
+    common = ("--steps", "2", "--batch", "1", "--crop", "32", "--variant", "lite")
+    r = run("train", pack, "--shake", "--shake-on", "device", "--schedule", "cosine", "--out", tmp_path / "a", *common)
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)
+    assert state["options"]["shake_on"] == "device" and state["options"]["schedule"] == "cosine"
+    r = run("train", pack, "--shake", "--shake-on", "gpu", "--out", tmp_path / "b", *common)
+    assert r.exit_code == 2 and "use one of auto, device, workers" in flat(r.output)
+    r = run("train", pack, "--out", tmp_path / "c", *common)
+    assert r.exit_code == 2 and "a pack holds sharp photos: add --shake" in flat(r.output)

@@ -96,6 +96,8 @@ def train_command(
         raise typer.BadParameter(f"{crop} is not a multiple of 4", param_hint="--crop")
     if shake and synthesize:
         raise typer.BadParameter("--shake and --synthesize exclude each other", param_hint="--shake")
+    if not shake and not synthesize and any(d.suffix.lower() == ".zip" and d.is_file() for d in data):
+        raise typer.BadParameter("a pack holds sharp photos: add --shake", param_hint="DATA")
     if len(data) > 1 and not shake:
         raise typer.BadParameter("pairs come from one folder; several inputs need --shake", param_hint="DATA")
     if threads:
