@@ -11,8 +11,10 @@ float32 (``tests/test_shake.py`` holds them above 40 dB PSNR of each other).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,11 +53,18 @@ def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
     return np.clip((base * scale + 50) // 100, 1, 255).astype(np.float32)
 
 
-def _dct_matrix() -> torch.Tensor:
-    """The orthonormal 8-point DCT-II, which is JPEG's: coefficients = D @ block @ D.T."""
+@functools.cache
+def _dct_matrix(device: torch.device) -> torch.Tensor:
+    """The orthonormal 8-point DCT-II, which is JPEG's: coefficients = D @ block @ D.T (made once
+    per device: a copy from the host waits for the device's queue)."""
     d = np.array([[math.cos((2 * x + 1) * u * math.pi / 16) for x in range(8)] for u in range(8)]) * 0.5
     d[0] /= math.sqrt(2)
-    return torch.from_numpy(d.astype(np.float32))
+    return torch.from_numpy(d.astype(np.float32)).to(device)
+
+
+def quant_tables(quality: Sequence[int]) -> torch.Tensor:
+    """(B,2,8,8) luma and chroma tables for each sample's quality, on the host."""
+    return torch.from_numpy(np.stack([np.stack([quant_table(q), quant_table(q, chroma=True)]) for q in quality]))
 
 
 def _blocks(x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +82,7 @@ def _code_plane(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """One plane (B,H,W) of levels 0..255 through level shift, DCT, quantisation with each
     sample's (B,8,8) table (rounding half away from zero, as libjpeg divides), dequantisation and
     inverse DCT; levels rounded and limited to 0..255, as the decoder's range limit does."""
-    d = _dct_matrix().to(plane.device)
+    d = _dct_matrix(plane.device)
     coef = d @ _blocks(plane - 128) @ d.T
     t = tables[:, None, None]
     q = torch.sign(coef) * torch.floor(coef.abs() / t + 0.5)
@@ -94,12 +103,12 @@ def _upsample_chroma(c: torch.Tensor) -> torch.Tensor:
     return torch.stack([even, odd], dim=3).reshape(c.shape[0], 2 * c.shape[1], 2 * c.shape[2])
 
 
-def jpeg_round_trip(x: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
+def jpeg_round_trip(x: torch.Tensor, quality: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """x: (B,3,H,W) levels 0..255 (integer-valued float) -> the same after a baseline JPEG encode
-    and decode at each sample's ``quality``, as OpenCV's ``imencode('.jpg')`` and ``imdecode``
-    do it (libjpeg: 4:2:0 chroma, the IJG tables, fancy upsampling). Entropy coding loses
-    nothing, so it is left out. Like the CPU path, the planes are given to the codec in OpenCV's
-    BGR order: channel 2 is coded as red."""
+    and decode at each sample's ``quality`` (or its (B,2,8,8) ``quant_tables``, on x's device), as
+    OpenCV's ``imencode('.jpg')`` and ``imdecode`` do it (libjpeg: 4:2:0 chroma, the IJG tables,
+    fancy upsampling). Entropy coding loses nothing, so it is left out. Like the CPU path, the
+    planes are given to the codec in OpenCV's BGR order: channel 2 is coded as red."""
     b, _, h, w = x.shape
     ph, pw = -h % 16, -w % 16  # libjpeg codes whole 16x16 macroblocks, replicating the edge
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
@@ -107,14 +116,14 @@ def jpeg_round_trip(x: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
     y = torch.floor(0.299 * red + 0.587 * green + 0.114 * blue + 0.5)
     cb = torch.floor(-0.168736 * red - 0.331264 * green + 0.5 * blue + 128.5)
     cr = torch.floor(0.5 * red - 0.418688 * green - 0.081312 * blue + 128.5)
-    bias = torch.tensor([1.0, 2.0], device=x.device).repeat(xp.shape[3] // 2)  # jcsample.c's alternating bias
+    bias = (torch.arange(xp.shape[3] // 2, device=x.device) % 2 + 1).float()  # jcsample.c's alternating 1, 2
 
     def down(c: torch.Tensor) -> torch.Tensor:
         s = c.reshape(b, c.shape[1] // 2, 2, c.shape[2] // 2, 2).sum(dim=(2, 4))
         return torch.floor((s + bias[: s.shape[2]]) / 4)
 
-    luma_t = torch.from_numpy(np.stack([quant_table(q) for q in quality])).to(x.device)
-    chroma_t = torch.from_numpy(np.stack([quant_table(q, chroma=True) for q in quality])).to(x.device)
+    tables = quality.to(x.device) if isinstance(quality, torch.Tensor) else quant_tables(quality).to(x.device)
+    luma_t, chroma_t = tables[:, 0], tables[:, 1]
     y = _code_plane(y, luma_t)
     cb = _upsample_chroma(_code_plane(down(cb), chroma_t)) - 128
     cr = _upsample_chroma(_code_plane(down(cr), chroma_t)) - 128
@@ -157,33 +166,61 @@ def _warp_average(region: torch.Tensor, maps: torch.Tensor, bw: int, bh: int) ->
     return warped.mean(dim=0)
 
 
+@dataclass(frozen=True)
+class HostBatch:
+    """What rendering a batch needs from the host, one tensor per kind: a copy from pageable host
+    memory waits for the device's queue, so one per crop would serialise host and device; from
+    pinned memory (``pin``) the copies do not wait at all. Made where the crops are drawn (the
+    training loop's background thread)."""
+
+    maps: torch.Tensor  # (B,N,3,3) float32: box pixel -> region pixel per pose; identity past a crop's poses
+    noise: torch.Tensor  # (B,S,S,C) float32 in 8-bit levels, zero without noise
+    meta: torch.Tensor  # (B,2) int64: JPEG quality (0: none), flipped (0/1)
+    tables: torch.Tensor  # (B,2,8,8) float32: JPEG quantisation tables (quality 100 where none)
+
+
+def host_batch(
+    crops: Sequence[CropPlan], flips: Sequence[bool] | None = None, channels: int = 3, pin: bool = False
+) -> HostBatch:
+    b = len(crops)
+    bw, bh = crops[0].plan.box[2:]
+    maps = np.tile(np.eye(3, dtype=np.float32), (b, max(c.plan.shake.samples for c in crops), 1, 1))
+    noise = np.zeros((b, bh, bw, channels), np.float32)
+    for k, c in enumerate(crops):
+        x0, y0 = c.plan.box[:2]
+        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+        maps[k, : c.plan.shake.samples] = shift @ c.plan.shake.maps
+        if c.plan.noise is not None:
+            noise[k] = c.plan.noise * np.float32(c.plan.shake.noise)
+    quality = [c.plan.shake.jpeg for c in crops]
+    meta = np.array([[q, bool(flips and flips[k])] for k, q in enumerate(quality)], np.int64)
+    parts = [
+        torch.from_numpy(maps),
+        torch.from_numpy(noise),
+        torch.from_numpy(meta),
+        quant_tables([q or 100 for q in quality]),
+    ]
+    if pin:
+        parts = [t.pin_memory() for t in parts]
+    return HostBatch(*parts)
+
+
 def render_crops(
-    photos: Sequence[torch.Tensor], crops: Sequence[CropPlan], flips: Sequence[bool] | None = None
+    photos: Sequence[torch.Tensor],
+    crops: Sequence[CropPlan],
+    flips: Sequence[bool] | None = None,
+    host: HostBatch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """photos: per crop, the (C,H,W) uint8 photo it was drawn from, on the device; the crops must
     share one size. Returns (blurry, sharp): (B,C,S,S) float32 in [0,1] on that device, flipped
     left-right where ``flips`` says, as ``mimocli.shake.render_crop`` would make them (8-bit levels).
-
-    What the host holds (poses, noise fields, qualities) goes to the device in one copy per kind
-    and batch: a copy from pageable memory waits for the device, so one per crop would serialise
-    the host and the device."""
+    ``host``: the batch's ``host_batch`` if made already (then ``flips`` is read from it)."""
     dev = photos[0].device
-    b = len(crops)
+    host = host or host_batch(crops, flips, photos[0].shape[0])
     bw, bh = crops[0].plan.box[2:]
-    most = max(c.plan.shake.samples for c in crops)
-    maps = np.tile(np.eye(3), (b, most, 1, 1))
-    for k, c in enumerate(crops):
-        x0, y0 = c.plan.box[:2]
-        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
-        maps[k, : c.plan.shake.samples] = shift @ c.plan.shake.maps  # box pixel -> region pixel
-    noise = np.zeros((b, bh, bw, photos[0].shape[0]), np.float32)
-    for k, c in enumerate(crops):
-        if c.plan.noise is not None:
-            noise[k] = c.plan.noise * np.float32(c.plan.shake.noise)
-    meta = np.array([[c.plan.shake.jpeg, bool(flips and flips[k])] for k, c in enumerate(crops)], np.int64)
-    maps_d = torch.from_numpy(maps.astype(np.float32)).to(dev)
-    noise_d = torch.from_numpy(noise).to(dev).permute(0, 3, 1, 2)
-    meta_d = torch.from_numpy(meta).to(dev)
+    maps_d = host.maps.to(dev, non_blocking=True)
+    noise_d = host.noise.to(dev, non_blocking=True).permute(0, 3, 1, 2)
+    meta_d = host.meta.to(dev, non_blocking=True)
     blurs, sharps = [], []
     for k, (photo, crop) in enumerate(zip(photos, crops, strict=True)):
         ox0, oy0, ox1, oy1 = crop.source
@@ -208,13 +245,12 @@ def render_crops(
             acc = acc.clamp(min=0).pow(1 / plan.gamma)
         blurs.append(acc * 255)
     blur = torch.round((torch.stack(blurs) + noise_d).clamp_(0, 255))
-    quality = [c.plan.shake.jpeg for c in crops]
-    if any(quality):
-        coded = jpeg_round_trip(blur, [q or 100 for q in quality])
+    if any(c.plan.shake.jpeg for c in crops):
+        coded = jpeg_round_trip(blur, host.tables.to(dev, non_blocking=True))
         blur = torch.where(meta_d[:, 0, None, None, None] > 0, coded, blur)
     sharp = torch.stack(sharps)
     blur = blur / 255
-    if flips is not None and any(flips):
+    if any(bool(f) for f in host.meta[:, 1].tolist()):
         f = meta_d[:, 1, None, None, None] > 0
         blur = torch.where(f, blur.flip(-1), blur)
         sharp = torch.where(f, sharp.flip(-1), sharp)

@@ -49,7 +49,7 @@ from .device import cuda_has_native_bf16, resolve_device
 from .errors import ImageError, OutputError
 from .evaluate import find_pairs, psnr, quantize
 from .shake import ShakeModel, split_of
-from .shake_torch import render_crops
+from .shake_torch import host_batch, render_crops
 from .train_data import PairData, ShakeData, find_photos
 
 ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
@@ -216,6 +216,8 @@ def train(
     training split trains with a fresh shake per crop and, without ``val``, the validation split
     validates on fixed shaken crops (mimocli.shake.split_of; the test split is left out).
     With ``resume``, continue from out/checkpoint.pt, bit for bit as if never stopped.
+    ``on_progress(step, steps, loss)`` gets the latest loss read: every step's on a CPU, on a GPU
+    the one at the last log step (reading it every step would stall the device's queue).
     With ``time_limit`` (seconds from the call), the run ends after the step that crosses it, as
     if that step were the last (validated, checkpointed, exported); the summary says which step.
     Raises ImageError for bad data, OutputError for an output that holds another run.
@@ -305,7 +307,7 @@ def train(
 
     loss_value = math.nan
     reached = start
-    window: list[float] = []
+    window: list[torch.Tensor] = []
     data_wait = 0.0
 
     on_device = o.shake and o.shake_on == "device"
@@ -313,17 +315,19 @@ def train(
 
     def make_batch(step: int) -> Any:
         rng = np.random.default_rng([o.seed, step])
-        if on_device:
+        if on_device:  # drawn here, in the background, with what the device needs from the host; rendered below
             assert isinstance(pairs, ShakeData)
-            return pairs.plans(rng, o.batch, o.flip)  # drawn here, in the background; rendered below
+            plans = pairs.plans(rng, o.batch, o.flip)
+            return plans, host_batch([c for _, c, _ in plans], [f for _, _, f in plans], pin=dev.type == "cuda")
         return pairs.batch(rng, o.batch, o.crop, o.flip)
 
-    def render(plans: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def render(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         assert isinstance(pairs, ShakeData)
+        plans, host = batch
         for i, _, _ in plans:
             if i not in device_photos:
                 device_photos[i] = torch.from_numpy(pairs.load(i)).permute(2, 0, 1).to(dev)
-        return render_crops([device_photos[i] for i, _, _ in plans], [c for _, c, _ in plans], [f for _, _, f in plans])
+        return render_crops([device_photos[i] for i, _, _ in plans], [c for _, c, _ in plans], host=host)
 
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mimo-prefetch")
     upcoming = prefetch.submit(make_batch, start + 1) if start < o.steps else None
@@ -346,13 +350,16 @@ def train(
             scaler.step(optimiser)
             scaler.update()
             scheduler.step()
-            loss_value = float(loss.detach())
-            window.append(loss_value)
+            window.append(loss.detach())
+            # on a GPU the loss is read at log steps only: reading it waits for the step, and the
+            # host would stop queueing the next batch's work while the device runs this one
+            if dev.type != "cuda" or step % o.log_every == 0 or last:
+                loss_value = float(window[-1])
             record: dict[str, Any] | None = None
             if step % o.log_every == 0 or last:
                 record = {
                     "step": step,
-                    "loss": float(np.mean(window)),
+                    "loss": float(np.mean([float(x) for x in window])),
                     "lr": scheduler.get_last_lr()[0],
                     "data_wait": round(data_wait, 3),  # seconds spent waiting for batches since the last record
                 }
