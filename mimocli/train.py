@@ -13,7 +13,7 @@ camera shake (mimocli.shake): the photos of the validation split validate, those
 are never read. The shake is drawn on the CPU and rendered where ``shake_on`` says: "device" with
 torch on the training device (mimocli.shake_torch: a GPU renders its own batches), "workers" with
 OpenCV in CPU threads while the step runs. On a CPU the two train equally fast (the network's
-step dwarfs the render) but OpenCV renders a crop in 2.5 times less CPU time
+step dwarfs the render) but OpenCV renders a crop in about 2.6 times less CPU time
 (benchmarks/shake_speed.py, train_speed.py), so "auto" keeps workers there and the device
 elsewhere; the checkpoint records the choice.
 
