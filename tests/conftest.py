@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -52,6 +53,12 @@ def shared() -> Path:
     if not (SHARED / "reference" / "ARCHITECTURE.md").exists():
         pytest.skip("../shared is not beside this checkout")
     return SHARED
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file: compare files by this, so that a failure prints two short lines, not a
+    diff of their bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tiny_model(num_res: int = 1, seed: int = 0) -> MIMOUNet:

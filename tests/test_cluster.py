@@ -20,7 +20,7 @@ from mimocli.settings import ClusterSettings, RunSettings  # noqa: E402
 from mimocli.video import VideoOptions, WorkDir, deblur_video  # noqa: E402
 
 from .clips import make_clip  # noqa: E402
-from .conftest import photo  # noqa: E402
+from .conftest import digest, photo  # noqa: E402
 from .test_cli import run  # noqa: E402
 
 
@@ -48,8 +48,8 @@ def _records(stdout: str) -> dict[str, str]:
     return {Path(r["input"]).name: r["status"] for r in map(json.loads, stdout.splitlines())}
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+def _files(folder: Path) -> dict[str, str]:
+    return {p.name: digest(p) for p in sorted(folder.iterdir())}
 
 
 def test_photos_on_the_cluster_are_the_local_run(cluster, tmp_path, tiny_weights):
@@ -133,7 +133,7 @@ def test_video_on_the_cluster_is_the_local_video_byte_for_byte(cluster, tmp_path
     assert remote.exit_code == 0, remote.output
     info = json.loads(remote.stdout)
     assert (info["frames"], info["deblurred"], info["streams_copied"]) == (14, 14, 1)
-    assert (tmp_path / "local.mkv").read_bytes() == (tmp_path / "ray.mkv").read_bytes()
+    assert digest(tmp_path / "local.mkv") == digest(tmp_path / "ray.mkv")
     assert not WorkDir(tmp_path / "ray.mkv").path.exists()
 
 
@@ -159,7 +159,7 @@ def test_a_local_run_interrupted_is_finished_by_the_cluster(cluster, tmp_path, t
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert (info["resumed"], info["deblurred"]) == (8, 6)
-    assert dst.read_bytes() == (tmp_path / "whole.mkv").read_bytes()
+    assert digest(dst) == digest(tmp_path / "whole.mkv")
 
 
 def test_eval_on_the_cluster_scores_as_the_local_run(cluster, tmp_path, tiny_weights):
