@@ -246,6 +246,7 @@ def test_a_time_limit_ends_the_run_as_if_its_step_were_the_last(pairs, tmp_path)
 def test_the_gpu_recipe_toy_run_hands_back_a_model(sharp_photos, tmp_path):
     """weights/gpu_recipe.sh at toy scale on the CPU, as a GPU machine would run it: no network,
     nothing installed, and neither PyAV nor gdown (which its image lacks) imported."""
+    import hashlib
     import os
     import subprocess
     import sys
@@ -278,6 +279,14 @@ def test_the_gpu_recipe_toy_run_hands_back_a_model(sharp_photos, tmp_path):
     loaded = load_weights(weights=out / "model.safetensors", device="cpu")  # as mimo deblur --weights loads it
     assert loaded.model.num_res == winner["num_res"]
     assert read_image(out / "curve.png").pixels.shape == (400, 800, 3)
+    # a later run continues these weights: no race of shapes, the same shape goes on
+    more = tmp_path / "more"
+    r = subprocess.run([args[0], str(more), *args[2:], "--init", str(out / "model.safetensors")],
+                       env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    again = json.loads((more / "recipe.json").read_text())
+    assert again["init"]["sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert [x["num_res"] for x in again["race"]] == [winner["num_res"]] and again["final"]["steps"] >= 1
     r = subprocess.run([str(recipe), str(tmp_path / "o2"), "--pack", str(tmp_path / "none.zip"), "--device", "cpu"],
                        env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 1 and "none.zip: no such pack" in r.stderr

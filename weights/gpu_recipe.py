@@ -1,7 +1,7 @@
 """Turn minutes of a GPU into a model: race a few MIMO-UNet shapes, train the winner, hand back
 weights, metrics and the curve. Run through ``weights/gpu_recipe.sh`` (README, "Training").
 
-    weights/gpu_recipe.sh OUT [--minutes 8] [--device cuda] [--pack .pack/sharp.zip]
+    weights/gpu_recipe.sh OUT [--minutes 8] [--device cuda] [--pack .pack/sharp.zip] [--init WEIGHTS]
 
 Needs nothing from the network: torch, numpy, OpenCV, Pillow and safetensors, which a CUDA image
 has, and the packed photos (``weights/pack_photos.py``; made on the spot from
@@ -16,6 +16,9 @@ The whole run keeps to ``--minutes`` of wall time:
 2. The winner continues from its race weights on a cosine schedule over those steps, validating
    and checkpointing about once a minute; the best validation so far is in OUT as fp16
    safetensors at every moment, so a run cut short still hands back a model.
+
+With ``--init WEIGHTS`` (an earlier run's model.safetensors) there is no race: that shape goes on
+from those weights (its first slice only measures its speed), so the minutes of several runs add up.
 
 Everything trains with the camera shake rendered on the device (``mimo train --shake``), bf16
 autocast on GPUs that have it, channels-last. ``torch.compile`` is left off below 20 minutes,
@@ -43,7 +46,9 @@ from safetensors.torch import load_file, save
 
 from mimocli.arch import MIMOUNet
 from mimocli.atomic import write_bytes_atomic
+from mimocli.checkpoints import read_state_dict
 from mimocli.downloads import sha256_file
+from mimocli.registry import architecture_of
 from mimocli.train import TrainOptions, plot_history, train
 from mimocli.train_data import pack_photos
 
@@ -146,6 +151,12 @@ def main() -> None:
     ap.add_argument("--pack", type=Path, help="packed photos (default: .pack/sharp.zip, else made on the spot)")
     ap.add_argument("--work", type=Path, help="where the runs go (default: OUT/work)")
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument(
+        "--init",
+        type=Path,
+        help="continue these weights (an earlier run's model.safetensors) instead of racing shapes from scratch: "
+        "GPU minutes add up across runs",
+    )
     ap.add_argument("--batch", type=int, help="crops per step (default: 16 on a GPU, 2 on the CPU)")
     ap.add_argument("--crop", type=int, help="crop side (default: 256 on a GPU, 64 on the CPU)")
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -203,19 +214,34 @@ def main() -> None:
             schedule=schedule,
         )
 
+    candidates = dict(CANDIDATES)
+    start_from: dict[str, torch.Tensor] | None = None
+    if args.init:  # one entry, the given weights: its "race" only measures its speed, and it goes on from there
+        start_from = read_state_dict(args.init)
+        num_res, width = architecture_of(start_from)
+        candidates = {"init": Shape(f"mimo-unet-{num_res}x{width}", num_res, width)}
+        record["init"] = {
+            "path": str(args.init),
+            "sha256": sha256_file(args.init),
+            "num_res": num_res,
+            "base_channel": width,
+        }
+    names = list(candidates) if args.init else args.candidates
     # each candidate's warm-up (a few seconds) comes out of the time left, not out of its race
-    race_s = (deadline - time.perf_counter()) * RACE_SHARE / len(args.candidates)
-    for name in args.candidates:
-        shape = CANDIDATES[name]
+    race_s = (deadline - time.perf_counter()) * RACE_SHARE / len(names)
+    for name in names:
+        shape = candidates[name]
         torch.manual_seed(args.seed)
         model = MIMOUNet(shape.num_res, shape.base_channel)
+        if start_from is not None:
+            model.load_state_dict({k: v.float() for k, v in start_from.items()})
         warm_s = warm_up(MIMOUNet(shape.num_res, shape.base_channel), batch, crop, dev)
-        run = work / f"race-{name}"
+        run = work / f"race-{shape.name}"
         s = train(model, [pack], run, options(10**9, "step", 10**9), args.device, time_limit=race_s)
         per_s = speed(s.history) or s.steps / s.seconds
         record["race"].append(
             {
-                "name": name,
+                "name": shape.name,
                 "num_res": shape.num_res,
                 "base_channel": shape.base_channel,
                 "parameters": sum(p.numel() for p in model.parameters()),
@@ -237,7 +263,7 @@ def main() -> None:
     every = max(1, int(winner["steps_per_s"] * 60))  # about a minute
     record["final"] = {"steps_planned": steps, "validate_every": every, "seconds_planned": round(left, 1)}
     write_record()
-    shape = CANDIDATES[winner["name"]]
+    shape = next(c for c in candidates.values() if c.name == winner["name"])
     model = MIMOUNet(shape.num_res, shape.base_channel)
     model.load_state_dict(load_file(str(work / f"race-{shape.name}" / "model.safetensors")))
     if use_compile:
