@@ -139,8 +139,10 @@ def area_matrix(n_src: int, n_dst: int, scale: float, device: torch.device | Non
     each output pixel averages the input it covers, weighted by overlap (OpenCV drops overlaps
     under 1e-3 of a pixel, and so does this). Built on ``device``: no copy from the host."""
     inv = 1.0 / scale
-    f1 = torch.arange(n_dst, device=device, dtype=torch.float64)[:, None] * inv
-    i = torch.arange(n_src, device=device, dtype=torch.float64)[None, :]
+    dev = torch.device(device or "cpu")
+    wide = torch.float64 if dev.type in ("cpu", "cuda") else torch.float32  # MPS has no float64
+    f1 = torch.arange(n_dst, device=dev, dtype=wide)[:, None] * inv
+    i = torch.arange(n_src, device=dev, dtype=wide)[None, :]
     overlap = (torch.minimum(f1 + inv, i + 1) - torch.maximum(f1, i)).clamp_(min=0)
     overlap = torch.where(overlap > 1e-3, overlap, 0)
     cell = torch.clamp(n_src - f1, max=inv)  # the last cell may run past the input
