@@ -217,6 +217,12 @@ class Plan:
     gamma: float
     noise: np.ndarray | None
 
+    @property
+    def warps(self) -> np.ndarray:
+        """(N,3,3) maps from a pixel of the box to the source image's pixel it sees, per pose."""
+        x0, y0 = self.box[:2]
+        return np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]]) @ self.shake.maps
+
 
 def plan_region(
     shape: tuple[int, ...],
@@ -253,7 +259,6 @@ def render(image: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
     s = plan.shake
     sharp = image[y0 : y0 + bh, x0 : x0 + bw]
     peak = 255.0 if image.dtype == np.uint8 else 65535.0
-    shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
     blur: np.ndarray
     if s.samples == 1:
         blur = sharp.astype(np.float32)
@@ -262,10 +267,10 @@ def render(image: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
         if s.linear:
             src = np.power(src, plan.gamma)
         acc = np.zeros((bh, bw, image.shape[2]) if image.ndim == 3 else (bh, bw), np.float32)
-        for m in s.maps:
+        for m in plan.warps:
             acc += cv2.warpPerspective(
                 src,
-                shift @ m,
+                m,
                 (bw, bh),
                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                 borderMode=cv2.BORDER_REFLECT_101,
@@ -361,8 +366,7 @@ def render_crop(image: np.ndarray, crop: CropPlan) -> tuple[np.ndarray, np.ndarr
         region = cv2.resize(region, None, fx=crop.scale, fy=crop.scale, interpolation=cv2.INTER_AREA)
         if region.ndim == 2:
             region = region[:, :, None]
-        if (region.shape[1], region.shape[0]) != crop.size:
-            raise AssertionError(f"resized to {region.shape[1]}x{region.shape[0]}, planned {crop.size}")
+        assert (region.shape[1], region.shape[0]) == crop.size, "plan_crop and cv2.resize disagree on the size"
     return render(region, crop.plan)
 
 

@@ -3,10 +3,10 @@ rendered as batched ``grid_sample`` warps averaged over the exposure, then noise
 JPEG round trip, all on the device.
 
 The draw (trajectory, homographies, noise field, JPEG quality) stays on the CPU, where it costs
-about a millisecond a crop; the pixels, which cost 0.1-1 s a crop on a CPU core, move to the
-device. Given the same ``CropPlan`` the two renderers agree to within rounding: OpenCV's warp
-places samples on a 1/32-pixel grid and libjpeg computes in fixed point, where this module uses
-float32 (``tests/test_shake.py`` holds them above 40 dB PSNR of each other).
+about a millisecond a crop; the pixels (about 14 ms of a CPU thread per 256 px crop with OpenCV)
+move to the device. Given the same ``CropPlan`` the two renderers agree to within rounding:
+OpenCV's warp places samples on a 1/32-pixel grid and libjpeg computes in fixed point, where this
+module uses float32 (``tests/test_shake_torch.py`` holds them above 40 dB PSNR of each other).
 """
 
 from __future__ import annotations
@@ -149,13 +149,17 @@ def area_matrix(n_src: int, n_dst: int, scale: float, device: torch.device | Non
     return (overlap / cell).float()
 
 
-def _warp_average(region: torch.Tensor, maps: torch.Tensor, bw: int, bh: int) -> torch.Tensor:
+def _pixels(bw: int, bh: int, device: torch.device) -> torch.Tensor:
+    """(bh,bw,3) homogeneous coordinates (x, y, 1) of a box's pixels."""
+    ys = torch.arange(bh, device=device, dtype=torch.float32)[:, None].expand(bh, bw)
+    xs = torch.arange(bw, device=device, dtype=torch.float32)[None, :].expand(bh, bw)
+    return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)
+
+
+def _warp_average(region: torch.Tensor, maps: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """(C,h,w) region in [0,1] -> (C,bh,bw) average of its warps by ``maps`` (N,3,3: box pixel
-    -> region pixel; bilinear, reflected about the border pixels as BORDER_REFLECT_101)."""
-    dev = region.device
-    ys = torch.arange(bh, device=dev, dtype=torch.float32)[:, None].expand(bh, bw)
-    xs = torch.arange(bw, device=dev, dtype=torch.float32)[None, :].expand(bh, bw)
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (bh,bw,3)
+    -> region pixel) at the box's pixels ``pts`` (``_pixels``); bilinear, reflected about the
+    border pixels as BORDER_REFLECT_101."""
     src = torch.einsum("nij,hwj->nhwi", maps, pts)
     h, w = region.shape[1:]
     gx = src[..., 0] / src[..., 2] * (2 / max(w - 1, 1)) - 1
@@ -189,9 +193,7 @@ def host_batch(
     maps = np.tile(np.eye(3, dtype=np.float32), (b, max(c.plan.shake.samples for c in crops), 1, 1))
     noise = np.zeros((b, bh, bw, channels), np.float32)
     for k, c in enumerate(crops):
-        x0, y0 = c.plan.box[:2]
-        shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
-        maps[k, : c.plan.shake.samples] = shift @ c.plan.shake.maps
+        maps[k, : c.plan.shake.samples] = c.plan.warps
         if c.plan.noise is not None:
             noise[k] = c.plan.noise * np.float32(c.plan.shake.noise)
     quality = [c.plan.shake.jpeg for c in crops]
@@ -223,6 +225,7 @@ def render_crops(
     maps_d = host.maps.to(dev, non_blocking=True)
     noise_d = host.noise.to(dev, non_blocking=True).permute(0, 3, 1, 2)
     meta_d = host.meta.to(dev, non_blocking=True)
+    pts = _pixels(bw, bh, dev)
     blurs, sharps = [], []
     for k, (photo, crop) in enumerate(zip(photos, crops, strict=True)):
         ox0, oy0, ox1, oy1 = crop.source
@@ -242,7 +245,7 @@ def render_crops(
         src = region / 255
         if s.linear:
             src = src.pow(plan.gamma)
-        acc = _warp_average(src, maps_d[k, : s.samples], bw, bh)
+        acc = _warp_average(src, maps_d[k, : s.samples], pts)
         if s.linear:
             acc = acc.clamp(min=0).pow(1 / plan.gamma)
         blurs.append(acc * 255)

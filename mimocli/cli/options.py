@@ -15,12 +15,6 @@ from mimocli.registry import get_variant
 from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, ClusterSettings, RunSettings
 
 
-def parse_precision(value: str) -> str:
-    if value.strip().lower() not in PRECISIONS:
-        raise typer.BadParameter(f"{value!r}: use one of {', '.join(PRECISIONS)}")
-    return value.strip().lower()
-
-
 def one_of(*values: str) -> Callable[[str], str]:
     """A callback that accepts one of ``values`` (any case) and refuses anything else."""
 
@@ -30,6 +24,9 @@ def one_of(*values: str) -> Callable[[str], str]:
         return value.strip().lower()
 
     return parse
+
+
+parse_precision = one_of(*PRECISIONS)
 
 
 def parse_variant(value: str | None) -> str | None:
