@@ -7,6 +7,10 @@ threads ("workers", what a CPU run uses) and torch on a device ("device", mimocl
 Both render the same drawn crops (same seeds); the draw itself (trajectory, homographies,
 noise field) runs on the CPU for both and is timed apart. Median seconds per batch after one
 warm-up batch; prints one JSON line per path.
+
+Measured (batches of 16 crops of 256 px, 2 threads): on an Intel Xeon with 2 cores, 2026-12-06,
+workers 147 crops/s, torch on the CPU 56, the draw alone 1,099; on the first GPU run's H100
+(8 threads, before the batched host copies), workers 200, torch on the GPU 181, the draw 637.
 """
 
 from __future__ import annotations

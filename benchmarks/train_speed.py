@@ -9,6 +9,9 @@ waited for data. Cases: for each architecture, where the shake is rendered (Open
 
     python benchmarks/train_speed.py ../shared/data/sharp --variants lite base --steps 6
     python benchmarks/train_speed.py .pack/sharp.zip --variants lite --crop 128 --batch 8
+
+Measured with that command (Intel Xeon, 2 cores, 2026-12-06): workers 0.64 s per step (12.5
+crops/s), device 0.63 s (12.8 crops/s); at 256 px and batch 4, 1.21 s and 1.19 s.
 """
 
 from __future__ import annotations
