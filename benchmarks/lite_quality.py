@@ -86,7 +86,7 @@ def outputs(pairs, deblurrer: Deblurrer) -> list[np.ndarray]:
 def flicker(video: Path, deblurrer: Deblurrer, limit: int) -> dict:
     with av.open(str(video)) as f:
         frames = [fr.to_ndarray(format="rgb24") for _, fr in zip(range(limit), f.decode(video=0), strict=False)]
-    deblurred = [deblurrer.frames(fr[None])[-1][0] for fr in frames]
+    deblurred = [deblurrer.deblur_batch(fr[None])[-1][0] for fr in frames]
     inp = np.stack(frames).astype(np.float64)
     out = np.stack(deblurred).astype(np.float64)
     d_in, d_out = np.diff(inp, axis=0), np.diff(out, axis=0)

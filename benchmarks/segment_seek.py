@@ -56,7 +56,7 @@ def job(path: Path, first: int, seek: bool) -> float:
     source = VideoSource(path)
     start = first * DEFAULT_CHECKPOINT
     where = source.seek_index().at(start) if seek and start else None  # type: ignore[union-attr]
-    for f in source.frames(start, where):
+    for f in source.decode(start, where):
         if f.index >= start + DEFAULT_CHECKPOINT:
             break
     source.close()

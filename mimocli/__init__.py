@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .arch import MIMOUNet
     from .checkpoints import read_state_dict
     from .device import resolve_device, resolve_precision
-    from .engine import Deblurrer, DeblurResult
+    from .engine import Deblurrer, DeblurResult, build_deblurrer
     from .images import ImageFile, read_image, write_image
     from .photos import PhotoOptions, PhotoResult, deblur_image
     from .video import VideoOptions, VideoSummary, deblur_video
@@ -37,6 +37,7 @@ _LAZY = {
     "MIMOUNet": "arch",
     "Deblurrer": "engine",
     "DeblurResult": "engine",
+    "build_deblurrer": "engine",
     "resolve_device": "device",
     "resolve_precision": "device",
     "deblur_image": "photos",
@@ -96,6 +97,7 @@ __all__ = [
     "VideoSummary",
     "WeightsError",
     "__version__",
+    "build_deblurrer",
     "deblur",
     "deblur_image",
     "deblur_video",

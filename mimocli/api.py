@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .engine import Deblurrer
+from .engine import Deblurrer, build_deblurrer
 from .errors import OutputError
 from .paths import SUFFIX, Job
 from .photos import PhotoOptions, deblur_image
@@ -40,7 +40,7 @@ def deblurrer(
     key = (variant, None if weights is None else str(weights), run)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Deblurrer(load_weights(variant, "cpu", weights).model, run)
+            _CACHE[key] = build_deblurrer(load_weights(variant, "cpu", weights).model, run)
         return _CACHE[key]
 
 

@@ -25,15 +25,15 @@ from torch import nn
 from .arch import MIMOUNet
 from .ceiling import conv_ceiling
 from .device import freed_memory_reused, resolve_device, reuse_freed_memory
-from .engine import Deblurrer
+from .engine import Deblurrer, build_deblurrer
 from .pixels import rgb8, to_frames
 from .registry import Variant
-from .settings import RunSettings
+from .settings import ProgressFn, RunSettings
 from .tiling import pad_to_multiple
 from .timing import MemoryMeter, percentile, time_calls
 from .video import VideoOptions, VideoSummary, deblur_video
 
-ProgressFn = Callable[[str], None]
+StageFn = Callable[[str], None]  # the stage that starts, by name
 PIXELS_720P = 1280 * 720
 
 
@@ -75,6 +75,19 @@ def random_model(num_res: int, seed: int = 0, base_channel: int = 32) -> MIMOUNe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MIMOUNet(num_res, base_channel).eval()
+
+
+def bench_model(variant: Variant, weights: str | None = None) -> MIMOUNet:
+    """The model a benchmark of ``variant`` times: ``weights`` (a path or a registered name), or
+    random weights of the variant's shape; MIMO-UNet++ as a self-ensemble, set here once."""
+    if weights:
+        from .weights import load_model
+
+        model = load_model(variant.name, "cpu", weights)
+    else:
+        model = random_model(variant.num_res, base_channel=variant.base_channel)
+    model.ensemble = variant.ensemble
+    return model
 
 
 def tflop_per_frame(variant: Variant, width: int, height: int) -> float:
@@ -226,7 +239,7 @@ def bench_fast(
     _check(case.width, case.height, run.batch, warmup, iters)
     frames = sample_frames(case.width, case.height, run.batch, image)
     keep: dict[str, torch.Tensor] = {}
-    d = Deblurrer(case.model, run)
+    d = build_deblurrer(case.model, run)
     with MemoryMeter(d.device) as mem:
         warm, times = time_calls(_fast_fn(d, frames, keep), d.device, warmup, iters)
     fast = _result(case.variant, "fast", d, d.device, frames, warmup, warm, times, mem.peak)
@@ -247,7 +260,7 @@ def bench_suite(
     baseline: bool = True,
     image: np.ndarray | None = None,
     compile: Sequence[bool] | None = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: StageFn | None = None,
 ) -> list[BenchResult]:
     """Every case's baseline first (in a process whose allocator is untouched, as the authors'
     code runs), then, on CPU with ``run.reuse_memory``, ``reuse_freed_memory()``, then the fast
@@ -289,7 +302,7 @@ def bench_video(
     path: str | os.PathLike[str],
     deblurrer: Deblurrer,
     options: VideoOptions = VideoOptions(),  # noqa: B008  (frozen)
-    on_progress: Callable[[int, int | None], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> VideoSummary:
     """Run the whole `mimo video` pipeline on ``path`` into a temporary file that is then deleted;
     the summary splits the time into decode, inference and encode.

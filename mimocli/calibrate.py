@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from .atomic import write_bytes_atomic
-from .downloads import hf_home
 from .timing import best_time
 
 SIZE = 256  # the square the model is timed on: big enough to be in the convolutions' regime
@@ -30,9 +29,12 @@ MARGIN = 0.95  # bf16 is chosen only when it takes less than this share of fp32'
 Timer = Callable[[nn.Module, bool], dict[str, float]]
 
 
-def cache_file() -> Path:
-    """Where the measurements are kept: beside mimocli's weights cache, in the hub's assets folder."""
-    return hf_home("HF_ASSETS_CACHE", "assets") / "mimocli" / "default" / "precision.json"
+def cache_file(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the measurements are kept: beside the weights (weights.side_cache), in ``cache_dir``
+    (--cache-dir), $MIMO_CACHE_DIR or the hub's assets folder."""
+    from .weights import side_cache
+
+    return side_cache("precision.json", cache_dir)
 
 
 def _cpu_name() -> str:

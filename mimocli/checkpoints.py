@@ -144,3 +144,8 @@ def state_sha256(model: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The first 16 hex digits of state_sha256: what a video run's manifest records of the model."""
+    return state_sha256(model)[:16]

@@ -26,17 +26,18 @@ import ray
 from ray.util import ActorPool
 
 from .atomic import remove_stale_parts, write_bytes_atomic
-from .downloads import unreachable
+from .downloads import sha256_file, unreachable
 from .errors import ClusterError, ImageError, MimoError, OutputError
 from .evaluate import EvalRecord, Pair
 from .paths import Job, targets
 from .photos import PhotoOptions, PhotoResult
-from .replica import Replica, VideoJob
-from .settings import ClusterSettings, RunSettings
+from .replica import Replica
+from .settings import ClusterSettings, ProgressFn, RunSettings
 from .weights import LoadedWeights
 
 if TYPE_CHECKING:
-    from .video.source import Seek
+    from .video.jobs import SegmentResult
+    from .video.plan import VideoPlan
 
 # A worker killed in the middle of a job: Ray starts the replica again and runs the job again.
 RESTARTS = 4
@@ -102,15 +103,49 @@ def ship(loaded: LoadedWeights) -> Shipped:
     return Shipped(ray.put(blob), hashlib.sha256(blob).hexdigest(), bool(loaded.model.ensemble))
 
 
-class Cluster:
-    """Replicas of one model on a Ray cluster, and the jobs of a run spread over them."""
+def int8_files(model: Any, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, bytes]:
+    """The int8 model this machine keeps for these weights (mimo quantize: the file and its
+    record), by file name; nothing when there is none. Sent to every replica, so that
+    --precision int8 (or auto, where allowed) runs the model calibrated here, on the user's
+    photos, instead of one each worker would calibrate on its own."""
+    from .checkpoints import state_sha256
+    from .quantize import cache_folder, cache_key
 
-    def __init__(self, settings: ClusterSettings, loaded: LoadedWeights, run: RunSettings) -> None:
+    folder = cache_folder(cache_dir)
+    if not folder.is_dir() or not any(folder.glob("*.pt")):
+        return {}
+    path = folder / f"{cache_key(state_sha256(model))}.pt"
+    try:
+        return {p.name: p.read_bytes() for p in (path, path.with_suffix(".json"))}
+    except OSError:
+        return {}
+
+
+class Cluster:
+    """Replicas of one model on a Ray cluster, and the jobs of a run spread over them.
+
+    The run's choices are made once, by one replica, when the cluster starts (``settled``: the
+    precision that "auto" measured there, and why, ``reason``) and sent with every job, so that
+    no replica decides again and every one computes what a local run with those settings does.
+    For video it is a video.run.SegmentExecutor."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        loaded: LoadedWeights,
+        run: RunSettings,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from .checkpoints import model_fingerprint
+
         resources = connect(settings)
         self.settings, self.run, self.loaded = settings, run, loaded
+        self.fingerprint = model_fingerprint(loaded.model)
         self.count = replica_count(settings, resources)
         shipped = ship(loaded)
-        self.weights = [shipped.blob]  # held for as long as a replica may need to start again
+        int8 = int8_files(loaded.model, cache_dir)
+        # Held for as long as a replica may need to start again: [weights, int8 model or None].
+        self.weights = [shipped.blob, ray.put(int8) if int8 else None]
         actor = ray.remote(Replica).options(
             num_cpus=settings.cpus,
             num_gpus=settings.gpus,
@@ -125,8 +160,12 @@ class Cluster:
             ray.get([a.load.remote(self.weights) for a in self.actors])  # loaded, or why not
             for actor_id, pid in ray.get([a.identity.remote() for a in self.actors]):
                 self.pids[actor_id] = {pid}
+            settled: tuple[RunSettings, str] = ray.get(self.actors[0].settle.remote(self.weights))
         except ray.exceptions.RayActorError as e:  # __init__ failed: no device, bad weights
             raise ClusterError(f"the model replicas could not start ({_cause(e)})") from None
+        except ray.exceptions.RayTaskError as e:  # settling failed: a precision the workers lack
+            raise ClusterError(f"the model replicas cannot run these settings ({_cause(e)})") from None
+        self.settled, self.reason = settled
 
     @property
     def retries(self) -> int:
@@ -159,7 +198,7 @@ class Cluster:
                 data = job.input.read_bytes()
             except OSError as e:
                 return ray.put(_failed(i, ImageError(f"{job.input}: cannot read ({e.strerror or e})")))
-            return actor.photo.remote(self.weights, i, job, data, options, label)
+            return actor.photo.remote(self.weights, self.settled, i, job, data, options, label)
 
         for i, value in self._results(submit, list(enumerate(jobs))):
             job = jobs[i]
@@ -187,9 +226,7 @@ class Cluster:
             yield job, result
 
     # -- pairs --------------------------------------------------------------------------------
-    def pairs(
-        self, pairs: list[Pair], on_progress: Callable[[int, int], None] | None = None
-    ) -> Iterator[EvalRecord | ImageError]:
+    def pairs(self, pairs: list[Pair], on_progress: ProgressFn | None = None) -> Iterator[EvalRecord | ImageError]:
         """evaluate.evaluate on the replicas: each pair's record (or its ImageError), in the pairs' order."""
 
         def submit(actor: Any, item: tuple[int, Pair]) -> Any:
@@ -198,7 +235,7 @@ class Cluster:
                 blur, sharp = pair.blur.read_bytes(), pair.sharp.read_bytes()
             except OSError as e:
                 return ray.put(_failed(i, ImageError(f"{pair.blur}: cannot read ({e.strerror or e})")))
-            return actor.pair.remote(self.weights, i, pair, blur, sharp)
+            return actor.pair.remote(self.weights, self.settled, i, pair, blur, sharp)
 
         done: dict[int, EvalRecord | ImageError] = {}
         for i, value in self._results(submit, list(enumerate(pairs))):
@@ -208,31 +245,32 @@ class Cluster:
         for i in range(len(pairs)):  # in the pairs' order, as a local run gives them
             yield done[i]
 
-    # -- video segments -----------------------------------------------------------------------
-    def settle(self, frames: int | None, height: int, width: int) -> tuple[int, dict[str, object]]:
-        tile, settings = ray.get(self.actors[0].settle.remote(self.weights, frames, height, width))
-        return int(tile), dict(settings)
+    # -- video segments (video.run.SegmentExecutor) -------------------------------------------
+    def settle(self, frames: int | None, height: int, width: int, tile: int | None) -> RunSettings:
+        """The settled settings with the tile and compile of a video of ``frames`` frames of
+        height x width, decided once by one replica (``tile``: an interrupted run's)."""
+        ask = self.actors[0].settle_video.remote(self.weights, self.settled, frames, height, width, tile)
+        result: RunSettings = ray.get(ask)
+        return result
 
-    def segments(
-        self, video: VideoJob, path: Path, seeks: dict[int, Seek | None], planned: int
-    ) -> Iterator[dict[str, Any]]:
-        """Run the segment jobs ``seeks`` holds (by index, each with where its decoding may start;
-        the last planned one runs to the end of the video); yields each job's segment files
-        (bytes by index), counts and times as it finishes. The video goes into the object store in
+    def segments(self, plan: VideoPlan, todo: list[int]) -> Iterator[tuple[int, SegmentResult]]:
+        """Run segment jobs ``todo`` of ``plan`` (the last planned one runs to the end of the
+        video); yields each job's result as it finishes. The video goes into the object store in
         pieces, so neither this process nor a replica ever holds the whole file in memory."""
+        sha256 = sha256_file(plan.input)
         pieces = []
-        with path.open("rb") as f:
+        with plan.input.open("rb") as f:
             while piece := f.read(PIECE):
                 pieces.append(ray.put(piece))
+        last = (plan.segment_count or 1) - 1
 
         def submit(actor: Any, k: int) -> Any:
-            return actor.segment.remote(self.weights, video, pieces, k, k == planned - 1, seeks[k])
+            return actor.segment.remote(self.weights, plan, sha256, pieces, k, k == last)
 
-        for _k, value in self._results(submit, list(seeks)):
+        for k, value in self._results(submit, todo):
             if isinstance(value, MimoError):
                 raise value
-            files, counts, times = value
-            yield {"files": files, "counts": counts, "times": times}
+            yield k, value
 
     def close(self) -> None:
         for a in self.actors:

@@ -1,6 +1,6 @@
 """Where and how a network runs: the device, the precision, memory (free memory, tile sizes, out of
-memory) and compilation. Nothing here changes process-wide state except reuse_freed_memory(),
-which says so and is left to the caller."""
+memory) and compilation. Nothing here changes process-wide state except reuse_freed_memory()
+and apply_process_settings(), which say so and are left to the caller."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import DeviceError
-from .settings import PRECISIONS
+from .settings import PRECISIONS, RunSettings
 from .tiling import round_down
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.qint8}
@@ -165,6 +165,17 @@ def reuse_freed_memory() -> bool:
         return False
     _reusing = libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES) == 1 and libc.mallopt(_M_MMAP_MAX, 0) == 1
     return _reusing
+
+
+def apply_process_settings(run: RunSettings, device: torch.device, cpus: int = 0) -> None:
+    """The process-wide part of ``run``, in one place for every caller (the commands, the
+    benchmarks, a Ray replica): torch's CPU threads (``run.threads``, else ``cpus`` where the
+    caller knows its share of the machine, else torch's default) and, for CPU work with
+    ``run.reuse_memory``, reuse_freed_memory()."""
+    if run.threads or cpus:
+        torch.set_num_threads(run.threads or cpus)
+    if device.type == "cpu" and run.reuse_memory:
+        reuse_freed_memory()
 
 
 def free_memory(device: torch.device, meminfo: str = "/proc/meminfo") -> int:

@@ -6,6 +6,7 @@ Every list of outputs, here and in the network, runs coarse to fine: [1/4, 1/2, 
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,10 +32,8 @@ from .device import (
 )
 from .errors import DeviceError, NotFiniteError
 from .pixels import frames_to_tensor, from_tensor, join_channels, split_channels, to_frames, to_tensor, to_unit
-from .settings import RunSettings
+from .settings import ProgressFn, RunSettings
 from .tiling import SCALES, TileGrid, pad_to_multiple, round_down, round_up
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -60,6 +59,71 @@ def _finite(outs: list[torch.Tensor]) -> bool:
     return bool(torch.stack([torch.isfinite(o).all() for o in outs]).all())  # one sync, not three
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A run's settings with every choice that does not depend on the input made (device,
+    precision, channels-last, ensemble), why the precision is what it is, and the int8 network
+    when that is the choice. ``settings`` is what a worker or a resumed run is given: with a
+    settled precision nothing is measured again."""
+
+    settings: RunSettings
+    reason: str
+    int8: nn.Module | None = None
+
+
+def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike[str] | None = None) -> Settled:
+    """Make the choices ``settings`` leave to "auto" that do not depend on the input, once.
+
+    On a CPU whose flags allow bf16, precision "auto" times the model in fp32 and bf16 and takes
+    the faster, and where the user allowed it (mimo quantize --auto) int8 too; the figures are
+    cached beside the weights (``cache_dir``, $MIMO_CACHE_DIR), so a later run on this machine
+    reads them. Precision "int8" loads (or calibrates and caches) the int8 network. Tile and
+    compile stay as they are: they depend on the input (Deblurrer.for_run).
+
+    Raises DeviceError for a device or precision that is not available here.
+    """
+    device = resolve_device(settings.device)
+    dtype = resolve_precision(settings.precision, device)
+    channels_last = device.type in ("cpu", "cuda") if settings.channels_last is None else settings.channels_last
+    ensemble = bool(settings.ensemble or getattr(model, "ensemble", False))
+    reason = "auto: the device's rule" if settings.precision == "auto" else "as asked"
+    int8: nn.Module | None = None
+    if settings.precision == "auto" and device.type == "cpu":
+        from .calibrate import cache_file, cpu_precision, int8_faster
+        from .quantize import allowed_int8, cache_folder
+
+        timed = copy.deepcopy(model).eval()
+        timed = timed.to(memory_format=torch.channels_last) if channels_last else timed  # type: ignore[call-overload]
+        if dtype == torch.bfloat16:
+            dtype, reason = cpu_precision(timed, channels_last, cache_file(cache_dir))
+        if settings.compile is not True and (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
+            faster, why = int8_faster(timed, dtype, channels_last, allowed, cache_file(cache_dir))
+            if faster:
+                dtype, int8, reason = torch.qint8, allowed, why
+    elif dtype == torch.qint8:
+        if settings.compile is True:
+            raise ValueError("int8 runs eagerly: drop --compile")
+        from .quantize import cache_folder, quantized_for
+
+        int8, reason = quantized_for(model, cache=cache_folder(cache_dir))
+    if dtype == torch.qint8:
+        channels_last = False  # the quantized kernels take NCHW input fastest (measured)
+    settled = settings.replace(
+        device=str(device), precision=precision_name(dtype), channels_last=channels_last, ensemble=ensemble
+    )
+    return Settled(settled, reason, int8)
+
+
+def build_deblurrer(
+    model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike[str] | None = None
+) -> Deblurrer:
+    """The one way the commands, the API, the benchmarks, the web page and the Ray replicas make
+    a Deblurrer: settle the settings (measuring where "auto" must), then build from the settled
+    values. Settings already settled (a worker's, a resumed run's) are taken as they are."""
+    s = settle(model, settings, cache_dir)
+    return Deblurrer(model, s.settings, int8=s.int8, reason=s.reason)
+
+
 class Deblurrer:
     """Run a MIMO-UNet on images of any size, as ``settings`` (a RunSettings, with ``changes``
     applied) say: device, precision, channels-last, tile, ensemble, compile.
@@ -72,10 +136,20 @@ class Deblurrer:
     CUDA fault does not. After an out-of-memory the smaller tile is kept for the calls that follow.
     """
 
-    def __init__(self, model: nn.Module, settings: RunSettings | None = None, **changes: object) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: RunSettings | None = None,
+        *,
+        int8: nn.Module | None = None,
+        reason: str | None = None,
+        **changes: object,
+    ) -> None:
         config = settings or RunSettings()
         self.config = config.replace(**changes) if changes else config
         self.device = resolve_device(self.config.device)
+        # Nothing is measured here: precision "auto" is the device's rule (resolve_precision).
+        # build_deblurrer settles it by measurement first (settle), as every command does.
         self.dtype = resolve_precision(self.config.precision, self.device)
         channels_last = self.config.channels_last
         self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
@@ -90,28 +164,16 @@ class Deblurrer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.precision_reason = "auto" if self.config.precision == "auto" else "as asked"
-        if self.config.precision == "auto" and self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            from .calibrate import cpu_precision
-
-            self.dtype, self.precision_reason = cpu_precision(self.model, self.channels_last)
+        self.precision_reason = reason or ("auto" if self.config.precision == "auto" else "as asked")
         self.float_model = self.model  # what a NaN/Inf output is redone with, in fp32
-        self.int8: nn.Module | None = None
-        if self.config.precision == "auto" and self.device.type == "cpu" and self.config.compile is not True:
-            from .calibrate import int8_faster
-            from .quantize import allowed_int8
-
-            if (allowed := allowed_int8(self.model)) is not None:
-                faster, reason = int8_faster(self.model, self.dtype, self.channels_last, allowed)
-                if faster:
-                    self.dtype, self.int8, self.precision_reason = torch.qint8, allowed, reason
-                    self.channels_last = False
-        if self.dtype == torch.qint8 and self.int8 is None:  # asked for (auto's choice is loaded above)
+        self.int8: nn.Module | None = int8
+        if self.dtype == torch.qint8 and self.int8 is None:
             if self.config.compile is True:
                 raise ValueError("int8 runs eagerly: drop --compile")
             from .quantize import quantized_for
 
             self.int8, self.precision_reason = quantized_for(self.model)
+        if self.dtype == torch.qint8:
             self.channels_last = False  # the quantized kernels take NCHW input fastest (measured)
         tile = self.config.tile
         self.tile: int | None = None if tile == "auto" else int(tile)
@@ -123,7 +185,7 @@ class Deblurrer:
         if self.compile is True:
             self._compiled = compile_model(self.model, self.device)
 
-    def plan(self, frames: int | None, height: int, width: int) -> bool:
+    def decide_compile(self, frames: int | None, height: int, width: int) -> bool:
         """Settle compile="auto" for a run of ``frames`` images of one size: compile when the
         pixels to process repay the compile time. Returns whether the network is compiled."""
         if self.compile == "auto":
@@ -133,18 +195,23 @@ class Deblurrer:
                 self._compiled = compile_model(self.model, self.device)
         return self.compiled
 
-    def for_run(self, frames: int | None, height: int, width: int, batch: int = 1) -> Deblurrer:
+    def for_run(
+        self, frames: int | None, height: int, width: int, batch: int = 1, tile: int | None = None
+    ) -> Deblurrer:
         """A Deblurrer settled for one run of ``frames`` images of height x width in batches of
-        ``batch`` (a video): the tile fixed (auto resolved once, for that batch; 0 when whole
-        frames fit), compile decided and, when on, done on a first batch of black frames, so that
-        a compiler failure falls back now, before the run records its settings. This Deblurrer
-        is not changed; the two share the model."""
+        ``batch`` (a video): the tile fixed (``tile`` when given, as a resumed run or a worker is
+        told it; else auto resolved once, for that batch; 0 when whole frames fit), compile
+        decided and, when on, done on a first batch of black frames, so that a compiler failure
+        falls back now, before the run records its settings. This Deblurrer is not changed; the
+        two share the model."""
         run = copy.copy(self)
-        if run.tile is None:
+        if tile is not None:
+            run.tile = tile
+        elif run.tile is None:
             hp, wp = round_up(height), round_up(width)
-            tile = choose_tile(run.device, run.dtype, hp, wp, batch)
-            run.tile = 0 if tile >= max(hp, wp) else tile
-        if run.plan(frames, height, width):
+            chosen = choose_tile(run.device, run.dtype, hp, wp, batch)
+            run.tile = 0 if chosen >= max(hp, wp) else chosen
+        if run.decide_compile(frames, height, width):
             run.run_tensor(torch.zeros(batch, 3, height, width, dtype=torch.uint8))
         return run
 
@@ -152,6 +219,24 @@ class Deblurrer:
     def compiled(self) -> bool:
         """True while the compiled network is in use (False after a fallback to eager)."""
         return self._compiled is not None
+
+    @property
+    def settled(self) -> RunSettings:
+        """The settings this Deblurrer runs with, every choice made that it has made: what a
+        worker or a resumed run is given to run the same way (tile 0 while still "auto")."""
+        return self.config.replace(
+            device=str(self.device),
+            precision=precision_name(self.dtype),
+            channels_last=self.channels_last,
+            ensemble=self.ensemble,
+            tile=self.tile or 0,
+            compile=self.compiled if self.compile != "auto" else "auto",
+        )
+
+    def report(self) -> dict[str, object]:
+        """What ``--json`` reports: the device, precision (and why), channels-last, compile,
+        ensemble, tile and batch that run."""
+        return {**self.settled.report(), "precision_reason": self.precision_reason}
 
     @property
     def settings(self) -> dict[str, object]:
@@ -295,7 +380,7 @@ class Deblurrer:
         return [a / wsum for a, wsum in zip(acc, weight, strict=True)], total
 
     # -- arrays -------------------------------------------------------------------------------
-    def frames(self, batch: np.ndarray) -> list[np.ndarray]:
+    def deblur_batch(self, batch: np.ndarray) -> list[np.ndarray]:
         """batch: (B,H,W,3) uint8/uint16 video frames of one size -> [1/4, 1/2, full] arrays of the
         same dtype, (B,ceil(H/s),ceil(W/s),3). One forward pass per tile for the whole batch."""
         outs, _tiles, _tile = self.run_tensor(frames_to_tensor(batch), keep_on_device=True)

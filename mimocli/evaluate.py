@@ -11,7 +11,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,8 +23,7 @@ from .engine import Deblurrer
 from .errors import ImageError
 from .images import DEFAULT_MAX_PIXELS, is_image_path, read_image
 from .pixels import rgb8, to_tensor
-
-ProgressFn = Callable[[int, int], None]
+from .settings import ProgressFn
 
 # SSIM of Wang et al. (2004): 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, each RGB
 # channel on its own and then averaged, 5 border pixels left out (the window's reach). The same

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import remove_stale_parts
-from .engine import Deblurrer, ProgressFn
+from .engine import Deblurrer
 from .errors import ImageError, MimoError, OutputError
 from .images import format_for, read_image, side_by_side, write_like
 from .paths import Job, targets
-from .settings import DEFAULT_MAX_PIXELS, FORMATS, READ_ONLY, READABLE
+from .settings import DEFAULT_MAX_PIXELS, FORMATS, READ_ONLY, READABLE, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class PhotoResult:
     tile_size: int = 0
     seconds: float = 0.0
     fp32_fallbacks: int = 0
+    precision: str = ""  # the precision it ran in (what --precision auto chose, once per run)
 
 
 def check_job(job: Job, options: PhotoOptions, sources: Set[Path] = frozenset()) -> str:
@@ -129,4 +130,6 @@ def deblur_image(
     for t in targets(job, options.save_scales, options.compare):
         remove_stale_parts(t)  # left by a run that was killed while writing it
     h, w = result.image.shape[:2]
-    return PhotoResult(job, "ok", w, h, result.tiles, result.tile_size, time.perf_counter() - t0, result.fp32_fallbacks)
+    seconds = time.perf_counter() - t0
+    precision = str(model.report()["precision"])
+    return PhotoResult(job, "ok", w, h, result.tiles, result.tile_size, seconds, result.fp32_fallbacks, precision)

@@ -20,6 +20,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -154,11 +155,12 @@ def load(model: nn.Module, path: Path, float_sha256: str) -> nn.Module | None:
     return quantized
 
 
-def cache_folder() -> Path:
-    """Beside mimocli's other caches, in the hub's assets folder."""
-    from .downloads import hf_home
+def cache_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Beside the weights (weights.side_cache): ``cache_dir`` (--cache-dir), $MIMO_CACHE_DIR or
+    the hub's assets folder."""
+    from .weights import side_cache
 
-    return hf_home("HF_ASSETS_CACHE", "assets") / "mimocli" / "default" / "int8"
+    return side_cache("int8", cache_dir)
 
 
 def calibration_images(files: list[Path] | None = None) -> tuple[list[np.ndarray], list[str]]:

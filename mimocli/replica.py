@@ -1,17 +1,16 @@
 """What runs on a Ray worker: a model replica (an actor) that loads the weights once, from the
 object store, checked by sha256, and runs the jobs a local run runs (photos.deblur_image,
-evaluate.evaluate_pair, the video pipeline into a SegmentWriter) on inputs that come as bytes,
-returning the outputs as bytes. The driver side is mimocli.cluster; both need the ray extra."""
+evaluate.evaluate_pair, video.jobs.segment_job) on inputs that come as bytes, returning the
+outputs as bytes. The driver side is mimocli.cluster; both need the ray extra."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +24,28 @@ from .settings import RunSettings
 
 
 class Replica:
-    """One model replica (a Ray actor): the weights loaded once, then job after job."""
+    """One model replica (a Ray actor): the weights loaded once, then job after job, each run
+    with the settings the driver settled once (Cluster.settled): a replica never decides a
+    precision or a tile for itself, except the one the driver asks to settle them."""
 
     def __init__(self, sha256: str, ensemble: bool, run: RunSettings, cpus: float) -> None:
-        import torch
-
-        from .device import reuse_freed_memory
+        from .device import apply_process_settings, resolve_device
 
         self.sha256, self.ensemble, self.run = sha256, ensemble, run
-        torch.set_num_threads(run.threads or max(1, int(cpus)))
-        if run.reuse_memory and run.device in ("cpu", "auto") and not torch.cuda.is_available():
-            reuse_freed_memory()
-        self._deblurrer: Any = None
+        apply_process_settings(run, resolve_device(run.device), max(1, int(cpus)))
+        self._model: Any = None
+        self._deblurrers: dict[RunSettings, Any] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="mimo-worker-"))
         self.videos: dict[str, Path] = {}
 
-    def deblurrer(self, weights: list[Any]) -> Any:
-        """The replica's Deblurrer, its weights fetched from the object store on first use:
-        ``weights`` is [the ObjectRef of the safetensors bytes], checked against the sha256."""
-        if self._deblurrer is None:
+    def model(self, weights: list[Any]) -> Any:
+        """The replica's model, its weights fetched from the object store on first use:
+        ``weights`` is [the ObjectRef of the safetensors bytes, checked against the sha256; that
+        of the driver's int8 model files, or None], the int8 model put into this machine's cache."""
+        if self._model is None:
             from safetensors.torch import load
 
             from .checkpoints import build_model
-            from .engine import Deblurrer
 
             blob = ray.get(weights[0])
             digest = hashlib.sha256(blob).hexdigest()
@@ -57,8 +55,18 @@ class Replica:
                 )
             model, _ = build_model(load(blob), "the weights sent by the driver")
             model.ensemble = self.ensemble
-            self._deblurrer = Deblurrer(model, self.run)
-        return self._deblurrer
+            if len(weights) > 1 and weights[1] is not None:
+                _install_int8(ray.get(weights[1]))
+            self._model = model
+        return self._model
+
+    def deblurrer(self, weights: list[Any], run: RunSettings) -> Any:
+        """The Deblurrer for ``run`` (settled by the driver: nothing is measured), built once."""
+        if run not in self._deblurrers:
+            from .engine import build_deblurrer
+
+            self._deblurrers[run] = build_deblurrer(self.model(weights), run)
+        return self._deblurrers[run]
 
     def identity(self) -> tuple[str, int]:
         """(actor id, process id): a new process id for the same actor means it was restarted."""
@@ -66,14 +74,37 @@ class Replica:
 
     def load(self, weights: list[Any]) -> None:
         """Load the weights now (the driver waits for this, to report a replica that cannot)."""
-        self.deblurrer(weights)
+        self.model(weights)
+
+    def settle(self, weights: list[Any]) -> tuple[RunSettings, str]:
+        """The run's settings with every choice made here, once, for all replicas (engine.settle):
+        what the driver then sends with every job; and why the precision is what it is."""
+        from .engine import settle
+
+        settled = settle(self.model(weights), self.run)
+        return settled.settings, settled.reason
+
+    def settle_video(
+        self, weights: list[Any], run: RunSettings, frames: int | None, height: int, width: int, tile: int | None
+    ) -> RunSettings:
+        """``run`` settled for a video of ``frames`` frames of height x width: the tile (``tile``
+        where an interrupted run recorded one) and compile, as every segment job will run."""
+        d = self.deblurrer(weights, run)
+        return d.for_run(frames, height, width, run.batch, tile if d.tile is None else None).settled
 
     def _tagged(self, index: int, value: Any) -> dict[str, Any]:
         actor, pid = self.identity()
         return {"actor": actor, "pid": pid, "value": (index, value)}
 
     def photo(
-        self, weights: list[Any], index: int, job: Job, data: bytes, options: PhotoOptions, label: str
+        self,
+        weights: list[Any],
+        run: RunSettings,
+        index: int,
+        job: Job,
+        data: bytes,
+        options: PhotoOptions,
+        label: str,
     ) -> dict[str, Any]:
         """photos.deblur_image on a copy of the input in a folder of its own; the outputs come back
         as bytes by their real paths, errors with the real paths in their text."""
@@ -96,7 +127,10 @@ class Replica:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = deblur_image(
-                    here, self.deblurrer(weights), replace(options, overwrite=True, skip_existing=False), label=label
+                    here,
+                    self.deblurrer(weights, run),
+                    replace(options, overwrite=True, skip_existing=False),
+                    label=label,
                 )
             files = {real[str(p)]: p.read_bytes() for p in targets(here, options.save_scales, options.compare)}
             said = [_unlocal(str(w.message), real) for w in caught]
@@ -106,7 +140,9 @@ class Replica:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def pair(self, weights: list[Any], index: int, pair: Pair, blur: bytes, sharp: bytes) -> dict[str, Any]:
+    def pair(
+        self, weights: list[Any], run: RunSettings, index: int, pair: Pair, blur: bytes, sharp: bytes
+    ) -> dict[str, Any]:
         from .evaluate import evaluate_pair
 
         folder = Path(tempfile.mkdtemp(dir=self.tmp))
@@ -117,34 +153,25 @@ class Replica:
                 p.write_bytes(data)
             real = {str(here.blur): str(pair.blur), str(here.sharp): str(pair.sharp)}
             try:
-                return self._tagged(index, evaluate_pair(here, self.deblurrer(weights)))
+                return self._tagged(index, evaluate_pair(here, self.deblurrer(weights, run)))
             except ImageError as e:
                 return self._tagged(index, ImageError(_unlocal(e.message, real), e.hint))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def settle(self, weights: list[Any], frames: int | None, height: int, width: int) -> tuple[int, dict[str, object]]:
-        """The tile and engine settings this replica would run a video with (for the manifest)."""
-        d = self.deblurrer(weights)
-        run = d.for_run(frames, height, width, d.config.batch)
-        return run.tile or 0, run.settings
-
     def segment(
-        self, weights: list[Any], video: VideoJob, pieces: list[Any], first: int, last: bool, seek: Any = None
+        self, weights: list[Any], plan: Any, sha256: str, pieces: list[Any], first: int, last: bool
     ) -> dict[str, Any]:
-        """The segment job: frames from segment ``first`` on (to the end if ``last``, else one
-        segment) deblurred and encoded, as the segment files' bytes by index. ``pieces`` are the
-        ObjectRefs of the video's bytes, written to a local file once per video; ``seek`` (a
-        video.source.Seek, or None) is where decoding may start, at the keyframe before the
-        segment, instead of at the video's start."""
-        from .video.options import VideoRun, VideoSummary
-        from .video.pipeline import run_pipeline
-        from .video.run import open_source
-        from .video.segments import SegmentWriter, WorkDir
+        """video.jobs.segment_job, the function a local run runs, for segment ``first`` of
+        ``plan`` (a video.plan.VideoPlan; with ``last``, to the end of the video). ``pieces`` are
+        the ObjectRefs of the video's bytes, written to a local file once per video and checked
+        against ``sha256``. Returns a video.jobs.SegmentResult."""
+        from .video.jobs import segment_job
 
-        src = self.videos.get(video.sha256)
+        shown = str(plan.input)
+        src = self.videos.get(sha256)
         if src is None:
-            src = self.tmp / video.sha256[:16] / video.name
+            src = self.tmp / sha256[:16] / plan.input.name
             src.parent.mkdir(exist_ok=True)
             part, digest = src.with_name(src.name + ".part"), hashlib.sha256()
             with part.open("wb") as f:
@@ -152,45 +179,29 @@ class Replica:
                     piece = ray.get(ref)
                     digest.update(piece)
                     f.write(piece)
-            if digest.hexdigest() != video.sha256:
+            if digest.hexdigest() != sha256:
                 part.unlink()
-                damaged = VideoError(f"{video.shown}: arrived damaged on a worker", "run the command again")
-                return self._tagged(first, damaged)
+                return self._tagged(first, VideoError(f"{shown}: arrived damaged on a worker", "run the command again"))
             part.replace(src)
-            self.videos[video.sha256] = src
-        work = WorkDir(self.tmp / f"segments-{os.getpid()}-{first}" / "out.mkv")
-        work.path.mkdir(parents=True, exist_ok=True)
+            self.videos[sha256] = src
         try:
-            source = open_source(src, video.options)
+            return self._tagged(first, segment_job(plan, src, self.deblurrer(weights, plan.run), first, last))
         except MimoError as e:
-            return self._tagged(first, type(e)(_unlocal(e.message, {str(src): video.shown}), e.hint))
-        try:
-            deblurrer = copy.copy(self.deblurrer(weights))
-            deblurrer.tile = video.tile  # as the driver recorded it: every segment alike
-            run = VideoRun(
-                source,
-                work.path,
-                deblurrer.for_run(source.total, source.height, source.width),
-                video.options,
-                VideoSummary(video.shown, ""),
-            )
-            checkpoint = video.options.checkpoint
-            writer = SegmentWriter(work, video.specs, checkpoint, first)
-            run_pipeline(run, first * checkpoint, writer, None if last else (first + 1) * checkpoint, seek)
-            files = {i: work.segment(i).read_bytes() for i in range(first, writer.segments)}
-            s = run.summary
-            counts = {
-                "deblurred": s.deblurred,
-                "repaired": s.repaired,
-                "missing": getattr(source, "missing", 0) if last else 0,
-            }
-            times = {"decode": s.decode_seconds, "infer": s.infer_seconds, "encode": s.encode_seconds}
-            return self._tagged(first, (files, counts, times))
-        except MimoError as e:
-            return self._tagged(first, type(e)(_unlocal(e.message, {str(src): video.shown}), e.hint))
-        finally:
-            source.close()
-            shutil.rmtree(work.path.parent, ignore_errors=True)
+            return self._tagged(first, type(e)(_unlocal(e.message, {str(src): shown}), e.hint))
+
+
+def _install_int8(files: dict[str, bytes]) -> None:
+    """The driver's int8 model (cluster.int8_files) into this machine's int8 cache, where the
+    Deblurrer looks for it; a file already there with other bytes is the driver's now."""
+    from .atomic import write_bytes_atomic
+    from .quantize import cache_folder
+
+    folder = cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in sorted(files.items(), key=lambda kv: kv[0].endswith(".json")):  # the record last
+        target = folder / Path(name).name
+        if not target.exists() or target.read_bytes() != data:
+            write_bytes_atomic(target, data)
 
 
 def _unlocal(text: str, real: dict[str, str]) -> str:
@@ -198,15 +209,3 @@ def _unlocal(text: str, real: dict[str, str]) -> str:
     for here, there in sorted(real.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(here, there)
     return text
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    """What every segment job of one video shares."""
-
-    name: str  # the input's file name
-    shown: str  # the input's path, for messages
-    sha256: str
-    options: Any  # VideoOptions
-    specs: list[Any]  # StreamSpec per output stream
-    tile: int

@@ -4,8 +4,14 @@ so that `mimo --help` need not import torch, PyAV or OpenCV to print them."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+# How long work reports how far it is: (done, total); total None while unknown. The one progress
+# callback of the library (the benchmarks report stages by name: bench.StageFn; training its
+# steps and loss: train.StepFn).
+ProgressFn = Callable[[int, int | None], None]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
@@ -76,6 +82,20 @@ class RunSettings:
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
+
+    def report(self) -> dict[str, Any]:
+        """How a settled run runs, as --json and a video's manifest say it: the kind of device
+        ("cuda:1" -> "cuda", which is what the output depends on), precision, channels-last,
+        compile, ensemble, tile and batch."""
+        return {
+            "device": self.device.split(":", 1)[0],
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "ensemble": self.ensemble,
+            "tile": self.tile,
+            "batch": self.batch,
+        }
 
 
 @dataclass(frozen=True)

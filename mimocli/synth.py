@@ -31,10 +31,9 @@ import numpy as np
 from .atomic import write_bytes_atomic
 from .errors import ImageError, OutputError, VideoError
 from .images import is_image_path, read_image, write_image
+from .settings import ProgressFn
 from .shake import SPLITS, Shake, ShakeModel, camera_path, shake_region, splat, split_of
 from .video import VideoOptions, open_source
-
-ProgressFn = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def synth_from_video(
             pairs_total = min(pairs_total, options.limit)
         window: list[np.ndarray] = []
         first_index = 0  # frame index of window[0]
-        for frame in source.frames():
+        for frame in source.decode():
             assert frame.pixels is not None
             if frame.index < first_index:
                 continue

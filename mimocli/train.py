@@ -52,7 +52,7 @@ from .shake import ShakeModel, split_of
 from .shake_torch import host_batch, render_crops
 from .train_data import PairData, ShakeData, find_photos
 
-ProgressFn = Callable[[int, int, float], None]  # step, steps, loss
+StepFn = Callable[[int, int, float], None]  # step, steps, loss
 # Options that change the numbers: a resumed run must keep them. --steps may grow; how often to
 # log, validate and checkpoint may change.
 SAME_ON_RESUME = (
@@ -205,7 +205,7 @@ def train(
     device: str = "auto",
     val: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    on_progress: ProgressFn | None = None,
+    on_progress: StepFn | None = None,
     time_limit: float | None = None,
 ) -> TrainSummary:
     """Train ``model`` on the pairs under ``data`` (any layout mimo eval reads) into ``out``:

@@ -69,6 +69,18 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return root
 
 
+def side_cache(name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where mimocli keeps ``name`` (the int8 models, the precision measurements) beside the
+    weights: inside the weights cache when --cache-dir or $MIMO_CACHE_DIR names one, so that one
+    folder holds everything a run reads and writes; else beside the default weights folder, in
+    the hub's assets folder (<HF_HOME>/assets/mimocli/default/NAME)."""
+    if override or os.environ.get(CACHE_ENV):
+        return cache_dir(override) / name
+    from .downloads import hf_home
+
+    return hf_home("HF_ASSETS_CACHE", "assets") / "mimocli" / "default" / name
+
+
 def _move_old_cache(old: Path, new: Path) -> None:
     """Move what an older mimocli cached in ``old`` into ``new`` (never over a file already
     there), then remove ``old`` if it is left empty."""

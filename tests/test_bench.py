@@ -144,7 +144,7 @@ def test_int8_rows_stand_beside_the_float_path_against_the_measured_ceiling(monk
     from mimocli import quantize as qz
     from mimocli.ceiling import conv_ceiling
 
-    monkeypatch.setattr(qz, "cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(qz, "cache_folder", lambda *_: tmp_path)
     info = _bench_json("--variant", "lite", "--precision", "int8")
     base, fast, int8 = info["results"]
     assert (base["mode"], fast["mode"], int8["mode"]) == ("baseline", "fast", "fast")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -160,6 +162,118 @@ def test_a_local_run_interrupted_is_finished_by_the_cluster(cluster, tmp_path, t
     info = json.loads(r.stdout)
     assert (info["resumed"], info["deblurred"]) == (8, 6)
     assert digest(dst) == digest(tmp_path / "whole.mkv")
+
+
+def test_a_rotated_cut_on_the_cluster_is_the_local_cut(cluster, tmp_path, tiny_weights):
+    """The Ray driver never decodes: the rotation and the cut's start come from the plan's probe,
+    not from a decoder's leftovers, so its file is the local one, rotated and cut alike."""
+    from .clips import decode
+
+    src = make_clip(tmp_path / "in.mp4", frames=24, size=(64, 48), audio="aac", gop=3, rotate=90)
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4")
+    cut = ("--start", "0.25", "--end", "0.75", "--json")
+    local = run("video", src, tmp_path / "local.mkv", *common, *cut)
+    assert local.exit_code == 0, local.output
+    remote = run("video", src, tmp_path / "ray.mkv", *common, *cut, "--ray", "local", "--ray-replicas", "2")
+    assert remote.exit_code == 0, remote.output
+    assert digest(tmp_path / "local.mkv") == digest(tmp_path / "ray.mkv")
+    info = json.loads(remote.stdout)
+    assert info["frames"] == 12 and info["settings"]["precision"] == "fp32" and info["tile"] == 0
+    pts, _rgb, first = decode(tmp_path / "ray.mkv")
+    assert len(pts) == 12 and first.rotation == 90
+    with av.open(str(tmp_path / "ray.mkv")) as c:
+        audio = c.streams.audio[0]
+        times = [float(p.pts * audio.time_base) for p in c.demux(audio) if p.size]
+    # The cut's half second, from 0 (not the input's 1 s, nor 0.25 s on): audio packets of 21 ms,
+    # one before the cut kept to prime the decoder, as a local cut keeps it.
+    assert min(times) == 0 and 0.48 <= max(times) <= 0.56
+
+
+def _interrupted(src: Path, dst: Path, weights: Path, at: int) -> None:
+    """A local run of ``src`` into ``dst`` with --precision auto, stopped after ``at`` frames."""
+    from mimocli.engine import build_deblurrer
+    from mimocli.weights import load_weights
+
+    def stop(done: int, total: int | None) -> None:
+        if done >= at:
+            raise KeyboardInterrupt
+
+    torch.set_num_threads(1)  # as --threads 1 and the one-CPU replicas run
+    d = build_deblurrer(load_weights(None, "cpu", weights).model, RunSettings(device="cpu", threads=1))
+    with pytest.raises(KeyboardInterrupt):
+        deblur_video(src, dst, d, VideoOptions(codec="ffv1", checkpoint=4), stop)
+    assert WorkDir(dst).done() == 2 and not dst.exists()
+
+
+def _flip(measurements: Path) -> None:
+    """Turn every cached measurement around: a run that measured again would now choose otherwise."""
+    known = json.loads(measurements.read_text())
+    for times in known.values():
+        a, b = sorted(times)  # (bf16, fp32) or (float, int8)
+        times[a], times[b] = times[b], times[a]
+    measurements.write_text(json.dumps(known))
+
+
+@pytest.mark.parametrize(("bf16", "int8", "chosen"), [("0", False, "fp32"), ("1", False, "bf16"), ("1", True, "int8")])
+def test_auto_is_decided_once_local_resumed_and_on_the_cluster_alike(
+    cluster, tmp_path, tiny_weights, monkeypatch, bf16, int8, chosen
+):
+    """On a CPU faked without and with native bf16 (and with int8 allowed to auto), the whole
+    run, a resumed one and one on Ray give one file; the resumed runs take the precision the
+    interrupted run recorded although the measurement now says otherwise. The workers have caches
+    of their own, as on another machine: the int8 model they run is the one calibrated here."""
+    from mimocli import calibrate
+    from mimocli.cluster import connect
+    from mimocli.weights import load_weights
+
+    ray.shutdown()  # a cluster of its own, whose workers see the faked CPU and caches of their own
+    monkeypatch.setenv("MIMO_CPU_BF16", bf16)
+    monkeypatch.setenv("HOME", pwd.getpwuid(os.getuid()).pw_dir)  # Ray's token, as at the module's start
+    here = os.environ["HF_HOME"]
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "worker"))
+    common = ("-w", tiny_weights, "--device", "cpu", "--threads", "1", "-c", "ffv1", "--checkpoint", "4", "--json")
+    try:
+        connect(ClusterSettings("local"))
+        monkeypatch.setenv("HF_HOME", here)
+        if int8:
+            assert run("quantize", "-w", tiny_weights, "--auto", "-q").exit_code == 0
+        # The measurements, as a run on this machine would find them: bf16 faster, int8 faster still.
+        torch.set_num_threads(1)
+        model = load_weights(None, "cpu", tiny_weights).model
+        key = calibrate.key(model, True)
+        against = "bf16" if bf16 == "1" else "fp32"
+        known = {key: {"fp32": 1.0, "bf16": 0.5}, f"{key}, int8 against {against}": {"float": 1.0, "int8": 0.3}}
+        theirs = tmp_path / "worker" / "assets" / "mimocli" / "default" / "precision.json"
+        measurements = [calibrate.cache_file(), theirs]
+        for path in measurements:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(known))
+
+        src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac", gop=3)
+        whole = run("video", src, tmp_path / "whole.mkv", *common)
+        assert whole.exit_code == 0, whole.output
+        assert json.loads(whole.stdout)["settings"]["precision"] == chosen
+        remote = run("video", src, tmp_path / "ray.mkv", *common, "--ray", "local", "--ray-replicas", "2")
+        assert remote.exit_code == 0, remote.output
+        assert json.loads(remote.stdout)["settings"]["precision"] == chosen
+        assert digest(tmp_path / "ray.mkv") == digest(tmp_path / "whole.mkv")
+
+        for where in ((), ("--ray", "local")):
+            dst = tmp_path / f"resumed{len(where)}.mkv"
+            _interrupted(src, dst, tiny_weights, 8)
+            for path in measurements:
+                _flip(path)
+            resumed = run("video", src, dst, *common, "--resume", *where)
+            for path in measurements:
+                _flip(path)
+            assert resumed.exit_code == 0, resumed.output
+            info = json.loads(resumed.stdout)
+            assert (info["resumed"], info["deblurred"], info["settings"]["precision"]) == (8, 6, chosen)
+            assert digest(dst) == digest(tmp_path / "whole.mkv")
+    finally:
+        ray.shutdown()
+        monkeypatch.setenv("MIMO_CPU_BF16", "0")
+        connect(ClusterSettings("local"))  # the module's cluster again, for the tests after this one
 
 
 def test_eval_on_the_cluster_scores_as_the_local_run(cluster, tmp_path, tiny_weights):

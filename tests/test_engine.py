@@ -186,12 +186,12 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
 def test_compiled_network_matches_eager():
     """A real torch.compile (inductor, weights frozen) gives what eager gives, batch and all."""
     frames = np.stack([photo(32, 48), photo(32, 48, seed=1)])
-    eager = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).frames(frames)
+    eager = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).deblur_batch(frames)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
         d = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0, compile=True)
-        got = d.frames(frames)
-        again = d.frames(frames[::-1].copy())
+        got = d.deblur_batch(frames)
+        again = d.deblur_batch(frames[::-1].copy())
     assert d.compiled
     for a, b in zip(eager, got, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
@@ -204,30 +204,30 @@ def test_cuda_fast_path_matches_cpu_fp32():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     frames = np.stack([photo(64, 96), photo(64, 96, seed=1)])
-    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).frames(frames)
+    ref = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0).deblur_batch(frames)
     for compile in (False, True):
         d = Deblurrer(tiny_model(), device="cuda", precision="auto", tile=0, compile=compile)
-        got = d.frames(frames)
+        got = d.deblur_batch(frames)
         assert d.compiled == compile
         for a, b in zip(ref, got, strict=True):
             assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
 
 
 def test_auto_compile_is_settled_by_the_workload(monkeypatch):
-    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").plan(
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").decide_compile(
         10**6, 720, 1280
     )  # never on CPU
     monkeypatch.setitem(engine.COMPILE_MIN_PIXELS, "cpu", 50 * 1280 * 720)  # as CUDA's rule works
     d = Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto")
     assert not d.compiled and d.settings["compile"] == "auto"
-    assert not d.plan(20, 720, 1280)  # 20 frames of 720p: compiling would not pay
+    assert not d.decide_compile(20, 720, 1280)  # 20 frames of 720p: compiling would not pay
     assert d.settings["compile"] is False
     d = Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto")
-    assert d.plan(200, 720, 1280) and d.compiled and d.settings["compile"] is True
-    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").plan(
+    assert d.decide_compile(200, 720, 1280) and d.compiled and d.settings["compile"] is True
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile="auto").decide_compile(
         None, 720, 1280
     )  # unknown length
-    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile=False).plan(10**6, 720, 1280)
+    assert not Deblurrer(tiny_model(), device="cpu", precision="fp32", compile=False).decide_compile(10**6, 720, 1280)
     with pytest.raises(ValueError, match="compile must be"):
         Deblurrer(tiny_model(), device="cpu", compile="yes")
 
@@ -262,6 +262,6 @@ def test_channels_last_switch_sets_the_layout_the_network_sees():
         seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
     frames = np.stack([photo(32, 48)])  # arrives as an NHWC view
-    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=False).frames(frames)
-    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=True).frames(frames)
+    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=False).deblur_batch(frames)
+    Deblurrer(Probe(look), device="cpu", precision="fp32", tile=0, channels_last=True).deblur_batch(frames)
     assert seen == [False, True]

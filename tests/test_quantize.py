@@ -11,8 +11,9 @@ import torch
 
 from mimocli import quantize as qz
 from mimocli.device import resolve_precision
-from mimocli.engine import Deblurrer
+from mimocli.engine import Deblurrer, build_deblurrer
 from mimocli.errors import DeviceError
+from mimocli.settings import RunSettings
 
 from .conftest import photo, tiny_model
 from .test_cli import run
@@ -50,7 +51,7 @@ def test_the_int8_model_is_cached_and_a_damaged_or_stale_file_is_not_trusted(tmp
 
 
 def test_int8_tiles_ensembles_and_stays_close_to_fp32(monkeypatch, tmp_path):
-    monkeypatch.setattr(qz, "cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(qz, "cache_folder", lambda *_: tmp_path)
     img = photo(96, 128)
     exact = Deblurrer(tiny_model(), device="cpu", precision="fp32", tile=0)(img).image
     int8 = Deblurrer(tiny_model(), device="cpu", precision="int8", tile=0)
@@ -108,19 +109,21 @@ def test_mimo_quantize_calibrates_on_your_photos_and_says_what_it_costs(tmp_path
 def test_auto_uses_int8_only_when_allowed_and_measured_faster(monkeypatch, tmp_path):
     from mimocli import calibrate
 
-    monkeypatch.setattr(qz, "cache_folder", lambda: tmp_path)
-    monkeypatch.setattr(calibrate, "cache_file", lambda: tmp_path / "precision.json")
+    monkeypatch.setattr(qz, "cache_folder", lambda *_: tmp_path)
+    monkeypatch.setattr(calibrate, "cache_file", lambda *_: tmp_path / "precision.json")
     images = [photo(64, 96)]
     qz.quantized_for(tiny_model(), images, ["a"])  # made, but auto not allowed
-    assert Deblurrer(tiny_model(), device="cpu").dtype != torch.qint8
+    assert build_deblurrer(tiny_model(), RunSettings(device="cpu")).dtype != torch.qint8
 
     timings = {"float": 1.0, "int8": 0.3}
     monkeypatch.setattr(calibrate, "time_int8", lambda *a: dict(timings))
     qz.quantized_for(tiny_model(), images, ["a"], auto=True)  # mimo quantize --auto
-    d = Deblurrer(tiny_model(), device="cpu")
+    d = build_deblurrer(tiny_model(), RunSettings(device="cpu"))
     assert d.dtype == torch.qint8 and "0.30x" in d.precision_reason and d.settings["precision"] == "int8"
     assert d(photo(32, 48)).image.shape == (32, 48, 3)
     (tmp_path / "precision.json").unlink()
     timings.update(int8=1.2)  # slower here: float it is
-    assert Deblurrer(tiny_model(), device="cpu").dtype != torch.qint8
-    assert Deblurrer(tiny_model(), device="cpu", precision="fp32").dtype == torch.float32  # asked: no int8
+    assert build_deblurrer(tiny_model(), RunSettings(device="cpu")).dtype != torch.qint8
+    assert (
+        build_deblurrer(tiny_model(), RunSettings(device="cpu", precision="fp32")).dtype == torch.float32
+    )  # asked: no int8

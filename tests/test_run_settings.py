@@ -14,7 +14,7 @@ from torch import nn
 from mimocli import device as dev
 from mimocli import registry
 from mimocli.arch import MIMOUNet
-from mimocli.engine import Deblurrer, upload
+from mimocli.engine import Deblurrer, build_deblurrer, upload
 from mimocli.errors import OutputError
 from mimocli.images import read_image, write_image
 from mimocli.paths import plan_jobs
@@ -235,12 +235,25 @@ def test_auto_precision_on_a_bf16_cpu_is_decided_by_measurement(monkeypatch, tmp
         return dict(timings)
 
     monkeypatch.setattr(calibrate, "time_precisions", fake)
-    d = Deblurrer(tiny_model(), device="cpu")  # precision auto
+    auto = RunSettings(device="cpu")
+    assert Deblurrer(tiny_model(), auto).dtype == torch.bfloat16 and calls == []  # a constructor never measures
+    d = build_deblurrer(tiny_model(), auto)  # the one builder settles auto: measured once
     assert d.dtype == torch.float32 and "1.60x" in d.precision_reason and calls == [True]
-    assert Deblurrer(tiny_model(), device="cpu").dtype == torch.float32 and calls == [True]  # cached
-    assert "measured before" in Deblurrer(tiny_model(), device="cpu").precision_reason
-    assert Deblurrer(tiny_model(), device="cpu", precision="bf16").dtype == torch.bfloat16  # asked: no measuring
+    assert d.settled.precision == "fp32" and d.report()["precision"] == "fp32"
+    assert build_deblurrer(tiny_model(), auto).dtype == torch.float32 and calls == [True]  # cached
+    assert "measured before" in build_deblurrer(tiny_model(), auto).precision_reason
+    assert build_deblurrer(tiny_model(), d.settled).dtype == torch.float32 and calls == [True]  # settled: as told
+    assert build_deblurrer(tiny_model(), auto.replace(precision="bf16")).dtype == torch.bfloat16  # asked: no measuring
     assert calls == [True]
+    # The measurements live beside the weights: in --cache-dir, or $MIMO_CACHE_DIR, when given.
+    assert (tmp_path / "home" / "hf" / "assets" / "mimocli" / "default" / "precision.json").exists()
+    build_deblurrer(tiny_model(), auto, tmp_path / "mine")
+    assert (tmp_path / "mine" / "precision.json").exists() and calls == [True, True]
+    monkeypatch.setenv("MIMO_CACHE_DIR", str(tmp_path / "env"))
+    build_deblurrer(tiny_model(), auto)
+    assert (tmp_path / "env" / "precision.json").exists() and len(calls) == 3
+    monkeypatch.delenv("MIMO_CACHE_DIR")
+    del calls[1:]
 
     cache = tmp_path / "precision.json"
     timings.update(bf16=0.5)
@@ -252,4 +265,4 @@ def test_auto_precision_on_a_bf16_cpu_is_decided_by_measurement(monkeypatch, tmp
     calibrate.cpu_precision(tiny_model(), True, cache)
     assert len(calls) == 4 and len(json.loads(cache.read_text())) == 2
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda *a: False)
-    assert Deblurrer(tiny_model(), device="cpu").dtype == torch.float32 and len(calls) == 4  # no bf16: no measuring
+    assert build_deblurrer(tiny_model(), auto).dtype == torch.float32 and len(calls) == 4  # no bf16: no measuring

@@ -65,7 +65,7 @@ def test_linear_light_averaging_and_16_bits():
 def test_pairs_from_a_real_video_and_resume(tmp_path):
     src = make_clip(tmp_path / "in.mp4", frames=20, size=(64, 48))
     source = open_source(src, VideoOptions())  # the colour conversion `mimo video` uses
-    decoded = [f.pixels for f in source.frames()]
+    decoded = [f.pixels for f in source.decode()]
     source.close()
     assert len(decoded) == 20
     out = tmp_path / "pairs"

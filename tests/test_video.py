@@ -287,7 +287,7 @@ def test_batches_give_the_frames_one_at_a_time_gives():
     torch_model = MIMOUNet(1, 8).eval()
     frames = np.stack([picture(i, 36, 52) for i in range(3)])
     d = Deblurrer(torch_model, device="cpu", precision="fp32", tile=0)
-    quarter, half, full = d.frames(frames)
+    quarter, half, full = d.deblur_batch(frames)
     assert full.shape == (3, 36, 52, 3) and half.shape == (3, 18, 26, 3) and quarter.shape == (3, 9, 13, 3)
     for i in range(3):
         single = d(frames[i])
@@ -309,7 +309,7 @@ def test_library_api_batches_and_progress(tmp_path):
 
 # -- seeking: a segment or a resumed run starts at the keyframe before it ---------------------------
 def _decoded(source, skip=0, seek=None):
-    return [(f.index, f.pts, f.duration, f.pixels) for f in source.frames(skip, seek)]
+    return [(f.index, f.pts, f.duration, f.pixels) for f in source.decode(skip, seek)]
 
 
 @pytest.mark.parametrize(
@@ -394,7 +394,7 @@ def test_no_seek_index_where_frames_cannot_be_found_by_time(tmp_path):
             p.pts, p.dts, p.stream = p.pts - 13 * 512, p.dts - 13 * 512, stream
             out.mux(p)
     source = VideoSource(trimmed)
-    assert source.seek_index() is None and len(list(source.frames())) == 17
+    assert source.seek_index() is None and len(list(source.decode())) == 17
 
 
 # -- nothing lost ------------------------------------------------------------------------------

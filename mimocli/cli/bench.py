@@ -20,7 +20,8 @@ from mimocli.settings import RunSettings
 if TYPE_CHECKING:
     from mimocli.bench import BenchResult
 
-from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
+from . import options
+from .console import app, err, fail_on_error, out, print_table, progress_bar, report, warnings_to_stderr
 from .video import parse_time
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
@@ -129,17 +130,15 @@ def bench(
     Reports ms per frame (median, p90), frames/s, TFLOP/s, peak memory, and the speed-up over the
     baseline and the error against it, measured in the same run.
     """
-    import torch  # and the rest: imported when the command runs, not for --help
-
-    from mimocli.bench import BenchCase, bench_suite, random_model
+    from mimocli.bench import BenchCase, bench_model, bench_suite  # torch and the rest: now, not for --help
+    from mimocli.device import apply_process_settings, resolve_device
     from mimocli.images import read_image
-    from mimocli.weights import load_model
 
-    if run.threads:
-        torch.set_num_threads(run.threads)
     frame_sizes = [parse_size(s) for s in sizes]
     with fail_on_error():
         chosen = variants_for(variant)
+        # Threads now; memory reuse after the baselines (bench_suite), which run as upstream's code does.
+        apply_process_settings(run.replace(reuse_memory=False), resolve_device(run.device))
     if video is not None:
         video_run = run.replace(compile="auto" if compile is None else compile)
         _bench_video(video, chosen[0], weights, video_run, duration, as_json, quiet)
@@ -155,11 +154,7 @@ def bench(
             with fail_on_error():
                 cases = []
                 for v in chosen:
-                    model = (
-                        load_model(v.name, "cpu", weights)
-                        if weights
-                        else random_model(v.num_res, base_channel=v.base_channel)
-                    )
+                    model = bench_model(v, weights)
                     cases += [BenchCase(model, v, w, h) for w, h in frame_sizes]
             try:
                 results = bench_suite(
@@ -202,21 +197,15 @@ def _bench_video(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    from mimocli.bench import bench_video, random_model
-    from mimocli.device import reuse_freed_memory
-    from mimocli.engine import Deblurrer
+    from mimocli.bench import bench_model, bench_video
+    from mimocli.device import apply_process_settings, resolve_device
+    from mimocli.engine import build_deblurrer
     from mimocli.video import VideoOptions
-    from mimocli.weights import load_model
 
     with fail_on_error():
-        model = (
-            load_model(variant.name, "cpu", weights)
-            if weights
-            else random_model(variant.num_res, base_channel=variant.base_channel)
-        )
-        deblurrer = Deblurrer(model, run.replace(ensemble=variant.ensemble, tile="auto"))
-    if deblurrer.device.type == "cpu" and run.reuse_memory:
-        reuse_freed_memory()
+        model = bench_model(variant, weights)
+        apply_process_settings(run, resolve_device(run.device))
+        deblurrer = build_deblurrer(model, run.replace(tile="auto"))
     opts = VideoOptions(end=parse_time(duration))
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)

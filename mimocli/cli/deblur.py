@@ -17,7 +17,7 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, get_variant
-from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, RunSettings
+from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, ProgressFn, RunSettings
 
 if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
     from mimocli.cluster import Cluster
@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a comma
     from mimocli.photos import PhotoOptions, PhotoResult
     from mimocli.weights import LoadedWeights
 
-from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
+from . import options
+from .console import app, err, fail_on_error, out, progress_bar, report, warnings_to_stderr
 from .weights import byte_progress
 
 
@@ -43,16 +44,13 @@ def make_deblurrer(
     command, not by the library."""
     import torch
 
-    from mimocli.device import reuse_freed_memory
-    from mimocli.engine import Deblurrer
+    from mimocli.device import apply_process_settings, resolve_device
+    from mimocli.engine import build_deblurrer
 
-    if run.threads:
-        torch.set_num_threads(run.threads)
     loaded = load_model(variant, weights, cache_dir, quiet)
     with fail_on_error(), warnings_to_stderr(quiet):
-        d = Deblurrer(loaded.model, run)
-    if d.device.type == "cpu" and run.reuse_memory:
-        reuse_freed_memory()
+        apply_process_settings(run, resolve_device(run.device))  # threads first: auto's measurement runs with them
+        d = build_deblurrer(loaded.model, run, cache_dir)
     if verbose:
         tile_text = "auto (fits free memory)" if d.tile is None else f"{d.tile} px" if d.tile else "none (whole images)"
         name = "" if loaded.name == str(loaded.path) else f"{loaded.name}, "
@@ -101,7 +99,7 @@ def make_cluster(
         raise typer.Exit(1) from None
     loaded = load_model(variant, weights, cache_dir, quiet)
     with fail_on_error(), warnings_to_stderr(quiet):
-        return Cluster(settings, loaded, run)
+        return Cluster(settings, loaded, run, cache_dir)
 
 
 def say(text: str) -> None:
@@ -182,8 +180,8 @@ def deblur(
             files_task = progress.add_task("files", total=len(jobs))
             tiles_task = progress.add_task("tiles", total=None, visible=False)
 
-            def on_tiles(done: int, total: int) -> None:
-                progress.update(tiles_task, completed=done, total=total, visible=total > 1)
+            def on_tiles(done: int, total: int | None) -> None:
+                progress.update(tiles_task, completed=done, total=total, visible=(total or 0) > 1)
 
             def starting(job: Job) -> None:
                 progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
@@ -219,6 +217,8 @@ def deblur(
                     "width": outcome.width,
                     "height": outcome.height,
                     "tiles": outcome.tiles,
+                    "tile": outcome.tile_size,
+                    "precision": outcome.precision,
                     "seconds": round(outcome.seconds, 3),
                     "fp32_fallbacks": outcome.fp32_fallbacks,
                     "weights": loaded[0].to_dict(),
@@ -246,7 +246,7 @@ def _local(
     model: Callable[[], Deblurrer],
     photo: PhotoOptions,
     sources: set[Path],
-    on_tiles: Callable[[int, int], None],
+    on_tiles: ProgressFn,
     starting: Callable[[Job], None],
     loaded: list[LoadedWeights],
 ) -> Iterator[Outcome]:

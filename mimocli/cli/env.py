@@ -12,7 +12,7 @@ import typer
 
 from mimocli import __version__
 
-from . import app, out
+from .console import app, out
 
 ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "ffv1", "prores_ks")
 DECODERS = ("h264", "hevc", "vp9", "vp8", "av1", "libdav1d", "libvpx-vp9", "prores", "ffv1")
@@ -36,6 +36,7 @@ def environment() -> dict[str, Any]:
         "torch": {
             "version": torch.__version__,
             "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # mimo's main sets PASSIVE unless set
             "cuda_build": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(),
             "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),

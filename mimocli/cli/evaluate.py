@@ -21,7 +21,8 @@ from mimocli.settings import ClusterSettings, RunSettings
 if TYPE_CHECKING:
     from mimocli.evaluate import EvalRecord, EvalSummary
 
-from . import app, err, fail_on_error, options, out, print_table, progress_bar, report, warnings_to_stderr
+from . import options
+from .console import app, err, fail_on_error, out, print_table, progress_bar, report, warnings_to_stderr
 from .deblur import make_cluster, make_deblurrer
 
 CSV_FIELDS = ("name", "width", "height", "psnr", "ssim", "blur_psnr", "blur_ssim", "seconds")
@@ -81,11 +82,11 @@ def eval_command(
     remote = None
     if cluster is None:
         deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet)
-        engine = {**deblurrer.settings, "model_blocks": deblurrer.model.num_res}
+        engine = {**deblurrer.report(), "model_blocks": deblurrer.model.num_res}
     else:
         remote = make_cluster(cluster, variant, weights, cache_dir, run, quiet)
         loaded = remote.loaded
-        engine = {**remote.settle(None, 64, 64)[1], "model_blocks": loaded.model.num_res}
+        engine = {**remote.settled.report(), "precision_reason": remote.reason, "model_blocks": loaded.model.num_res}
     records: list[EvalRecord] = []
     failed = 0
     with warnings_to_stderr(quiet):

@@ -11,7 +11,8 @@ import typer
 
 from mimocli.errors import ImageError
 
-from . import app, err, fail_on_error, options, out, warnings_to_stderr
+from . import options
+from .console import app, err, fail_on_error, out, warnings_to_stderr
 from .deblur import load_model
 
 
@@ -41,7 +42,7 @@ def quantize(
 
     from mimocli.engine import Deblurrer
     from mimocli.images import is_image_path
-    from mimocli.quantize import BUNDLED_CALIBRATION, calibration_images, quantized_for
+    from mimocli.quantize import BUNDLED_CALIBRATION, cache_folder, calibration_images, quantized_for
 
     with fail_on_error():
         if calibrate is not None:
@@ -57,11 +58,11 @@ def quantize(
     with fail_on_error(), warnings_to_stderr(quiet):
         images, names = calibration_images(calib)
         t0 = time.perf_counter()
-        int8, said = quantized_for(loaded.model, images, names, auto=auto)
+        int8, said = quantized_for(loaded.model, images, names, cache_folder(cache_dir), auto=auto)
         seconds = time.perf_counter() - t0
         test, test_names = calibration_images(held)
         exact = Deblurrer(loaded.model, device="cpu", precision="fp32")
-        fast = Deblurrer(loaded.model, device="cpu", precision="int8")  # the file just made
+        fast = Deblurrer(loaded.model, device="cpu", precision="int8", int8=int8)  # the model just made
         scores = []
         for name, img in zip(test_names, test, strict=True):
             a = exact(img).image.astype(np.float64)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from . import app, options, report
+from . import options
+from .console import app, report
 
 
 @app.command("serve")

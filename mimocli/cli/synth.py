@@ -10,7 +10,7 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingCo
 
 from mimocli.errors import ImageError, MimoError
 
-from . import app, err, out, progress_bar, report, warnings_to_stderr
+from .console import app, err, out, progress_bar, report, warnings_to_stderr
 
 
 @app.command()

@@ -11,7 +11,8 @@ from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, Tim
 from mimocli.errors import WeightsError
 from mimocli.registry import get_variant
 
-from . import app, err, fail_on_error, options, out, progress_bar, report, warnings_to_stderr
+from . import options
+from .console import app, err, fail_on_error, out, progress_bar, report, warnings_to_stderr
 
 
 @app.command("train")

@@ -15,7 +15,8 @@ from rich.text import Text
 from mimocli.errors import MimoError
 from mimocli.settings import DEFAULT_CHECKPOINT, ClusterSettings, RunSettings
 
-from . import app, err, options, out, progress_bar, report, warnings_to_stderr
+from . import options
+from .console import app, err, out, progress_bar, report, warnings_to_stderr
 from .deblur import make_cluster, make_deblurrer, say
 
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)$")
@@ -119,7 +120,7 @@ def video(
     ),
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
-    from mimocli.video import VideoOptions, WorkDir, deblur_video  # PyAV and torch: when it runs
+    from mimocli.video import VideoOptions, WorkDir, deblur_video, recorded_choices  # PyAV, torch: now
 
     video_options = VideoOptions(
         codec=codec,
@@ -129,7 +130,7 @@ def video(
         start=parse_time(start),
         end=parse_time(end),
         save_scales=save_scales,
-        frames=frames,
+        png_frames=frames,
         fps=parse_fps(fps),
         checkpoint=checkpoint,
         resume=resume,
@@ -164,6 +165,10 @@ def video(
         if plan.get("resumes_from"):
             out.print(f"  resumes after {plan['resumes_from']} finished frame(s)", markup=False)
         return
+    # A resumed run takes the precision its interrupted run chose, instead of measuring again.
+    recorded = recorded_choices(output, video_options)
+    if run.precision == "auto" and isinstance(recorded.get("precision"), str):
+        run = run.replace(precision=recorded["precision"])
     deblurrer, remote = None, None
     if cluster is None:
         deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)

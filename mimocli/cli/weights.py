@@ -13,7 +13,7 @@ from rich.table import Table
 from mimocli.errors import MimoError
 from mimocli.registry import get_variant
 
-from . import app, err, fail_on_error, out, print_table, progress_bar, report
+from .console import app, err, fail_on_error, out, print_table, progress_bar, report
 from .options import parse_variant, parse_variant_or_all
 
 weights_app = typer.Typer(help="List, download and import pretrained weights.", no_args_is_help=True)

@@ -20,25 +20,38 @@ run is cut into the same segments and batches, so a resumed output holds the sam
 with a deterministic encoder such as FFV1, the same bytes: x264 can vary a fresh encoder's first
 packet for identical input).
 
-The modules, one concern each: options (what a run is asked and what it did), formats (pixel
-formats, colour), source (the input), frames (folders of frames in and out), encoding (codec,
-pixel format, options), segments (the work folder), pipeline (the three threads), mux (the
-output file) and run (deblur_video, plan_video).
+A run's decisions are made once, before any frame is deblurred, into a frozen VideoPlan (the
+input probed once: timing, start shift, rotation, seek index; the output streams; the network's
+settings, every "auto" resolved); the local run and a Ray cluster's replicas run the same
+function of it (jobs.run_segments), and the muxer reads it.
+
+The modules, one concern each, imported in this order and never back: formats (pixel formats,
+colour), options (what a run is asked and what it did), source (a video file), folder (a folder
+of frames; either kind of source), encoding (codec, pixel format, options), segments (the work
+folder), pipeline (the three threads), plan (the frozen plan and the probe), jobs (segments of
+a plan), mux (the output file), png (frames out as PNG files) and run (deblur_video,
+plan_video). None of them imports the cluster code: an executor comes in as a value
+(run.SegmentExecutor).
 """
 
-from .encoding import FORMATS, choose_pix_fmt, resolve_codec
+from .encoding import CONTAINERS, choose_pix_fmt, resolve_codec
+from .folder import open_source
 from .options import VideoOptions, VideoSummary
-from .run import deblur_video, open_source, plan_video
+from .plan import VideoPlan
+from .run import SegmentExecutor, deblur_video, plan_video, recorded_choices
 from .segments import WorkDir
 
 __all__ = [
-    "FORMATS",
+    "CONTAINERS",
+    "SegmentExecutor",
     "VideoOptions",
+    "VideoPlan",
     "VideoSummary",
     "WorkDir",
     "choose_pix_fmt",
     "deblur_video",
     "open_source",
     "plan_video",
+    "recorded_choices",
     "resolve_codec",
 ]

@@ -12,14 +12,15 @@ import av
 import numpy as np
 
 from mimocli.errors import OutputError, VideoError
+from mimocli.paths import SCALE_NAMES
 
 from .formats import SWS_FLAGS, YUVA8, Colour, alpha_view, bits, chroma, even_size, has_alpha
 from .options import VideoOptions
 
 if TYPE_CHECKING:
-    from .source import Source
+    from .folder import Source
 
-FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
 
 
@@ -225,9 +226,6 @@ def scale_path(output: Path, scale: float, frames: bool) -> Path:
     if frames:
         return output.parent / f"{output.name}_{name}"
     return output.with_name(f"{output.stem}_{name}{output.suffix}")
-
-
-SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
 
 
 def encoding_plan(

@@ -8,7 +8,6 @@ import heapq
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -17,29 +16,40 @@ from av.packet import PacketSideData, packet_sidedata_type_from_literal
 from mimocli.atomic import atomic_write
 from mimocli.errors import VideoError
 
-from .encoding import FORMATS, StreamSpec
+from .encoding import CONTAINERS, StreamSpec
 from .formats import has_alpha
+from .plan import VideoPlan
 from .segments import WorkDir, read_segment
 from .source import VideoSource
 
 if TYPE_CHECKING:
-    from .source import Source
+    from .folder import Source
 
 
-def assemble(source: Source, work: WorkDir, outputs: list[Path], specs: list[StreamSpec], segments: int) -> int:
+def assemble(plan: VideoPlan, source: Source, work: WorkDir, segments: int) -> int:
     """Mux the segments (and the input's other streams, into the main output) under temporary
-    names, then rename them all. Returns how many streams were copied from the input."""
+    names, then rename them all. Timing and rotation come from ``plan``; ``source`` gives the
+    input's other streams. Returns how many streams were copied from the input."""
     copied = 0
     with contextlib.ExitStack() as stack:
-        for k, (path, spec) in enumerate(zip(outputs, specs, strict=True)):
+        for k, (path, spec) in enumerate(zip(plan.outputs, plan.specs, strict=True)):
             f = stack.enter_context(atomic_write(path))
-            n = _mux(f, FORMATS[path.suffix.lower()], source if k == 0 else None, work, spec, k, segments)
+            n = _mux(f, CONTAINERS[path.suffix.lower()], plan, source if k == 0 else None, work, spec, k, segments)
             if k == 0:
                 copied = n
     return copied
 
 
-def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: StreamSpec, k: int, segments: int) -> int:
+def _mux(
+    file: Any,
+    fmt: str,
+    plan: VideoPlan,
+    source: Source | None,
+    work: WorkDir,
+    spec: StreamSpec,
+    k: int,
+    segments: int,
+) -> int:
     """Mux stream ``k`` of the segments, and with a VideoSource everything else it holds, into ``file``."""
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(av.open(file, "w", format=fmt, options=_muxer_options(source, fmt)))
@@ -56,8 +66,8 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
             vin = src.streams[source.stream.index]
             video.metadata.update(_tags(vin.metadata))
             video.disposition = vin.disposition
-            if source.display_matrix:
-                video.set_display_matrix(source.display_matrix)
+            if plan.display_matrix:
+                video.set_display_matrix(list(plan.display_matrix))
             streams = _copy_streams(src, out, source, fmt)
             copied = len(streams)
             with contextlib.suppress(AttributeError, ValueError, av.error.FFmpegError):
@@ -65,7 +75,7 @@ def _mux(file: Any, fmt: str, source: Source | None, work: WorkDir, spec: Stream
                 if chapters and source.start is None and source.end is None:
                     out.set_chapters(chapters)
             if streams:
-                cut = float(source.shift * source.time_base) if source.start is not None else None
+                cut = float(plan.shift * plan.time_base) if source.start is not None else None
                 others = _other_packets(src, streams, cut, source.end)
         video_packets = _segment_packets(work, k, segments, spec.time_base, video)
         for _t, packet in heapq.merge(video_packets, others, key=lambda item: item[0]):

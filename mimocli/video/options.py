@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mimocli.settings import DEFAULT_CHECKPOINT
+from mimocli.settings import DEFAULT_CHECKPOINT, ProgressFn
 
-if TYPE_CHECKING:
-    from mimocli.cluster import Cluster
-    from mimocli.engine import Deblurrer
-
-    from .source import Source
-
-ProgressFn = Callable[[int, int | None], None]
+__all__ = ["ProgressFn", "VideoOptions", "VideoSummary"]
 
 
 # -- what a run does ---------------------------------------------------------------------------
@@ -31,7 +23,7 @@ class VideoOptions:
     start: float | None = None  # seconds
     end: float | None = None  # seconds, exclusive
     save_scales: bool = False
-    frames: bool = False  # write a folder of PNG frames instead of a video
+    png_frames: bool = False  # write a folder of PNG frames instead of a video (--frames)
     fps: Fraction | None = None  # frame rate of a frame-folder input
     checkpoint: int = DEFAULT_CHECKPOINT
     resume: bool = False
@@ -54,6 +46,7 @@ class VideoSummary:
     codec: str = ""
     pix_fmt: str = ""
     tile: int = 0  # the tile side the frames went through the network in (0: whole)
+    settings: dict[str, Any] = field(default_factory=dict)  # how the network ran: device, precision, tile...
     streams_copied: int = 0
     retries: int = 0  # segment jobs a cluster ran again after their worker died
     seconds: float = 0.0
@@ -66,25 +59,3 @@ class VideoSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class VideoRun:
-    """The parts of one run, as the writers and the pipeline share them. ``deblurrer`` is the
-    run's own, settled for its frame size and batch (Deblurrer.for_run)."""
-
-    source: Source
-    output: Path
-    deblurrer: Deblurrer | None  # None: the cluster's replicas run the network
-    options: VideoOptions
-    summary: VideoSummary
-    on_progress: ProgressFn | None = None
-    cluster: Cluster | None = None
-
-    def settle(self) -> Deblurrer:
-        """Settle the tile and compilation once for this run's frames; the caller's Deblurrer stays as it was."""
-        d = self.deblurrer
-        assert d is not None
-        self.deblurrer = d.for_run(self.source.total, self.source.height, self.source.width, d.config.batch)
-        self.summary.tile = self.deblurrer.tile or 0
-        return self.deblurrer

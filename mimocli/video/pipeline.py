@@ -6,14 +6,19 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mimocli.tiling import SCALES
 
-from .options import VideoRun
+from .options import ProgressFn, VideoSummary
 from .source import Frame, Seek
+
+if TYPE_CHECKING:
+    from mimocli.engine import Deblurrer
+
+    from .folder import Source
 
 # -- the pipeline ------------------------------------------------------------------------------
 _END = object()
@@ -49,19 +54,23 @@ class _Channel:
         return _END
 
 
-def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None, seek: Seek | None = None) -> None:
+def run_pipeline(
+    source: Source,
+    deblurrer: Deblurrer,
+    checkpoint: int,
+    summary: VideoSummary,
+    sink: Any,
+    skip: int = 0,
+    until: int | None = None,
+    seek: Seek | None = None,
+    on_progress: ProgressFn | None = None,
+) -> None:
     """decode thread -> (batched inference here) -> encode thread, through bounded queues: the
-    frames from ``skip`` to ``until`` (exclusive; None: the end), deblurred by ``run.deblurrer``
-    and handed to ``sink.add``. ``seek`` (for frame ``skip``, from the source's seek index) starts
-    decoding at the keyframe before that frame instead of at the video's start."""
-    source, deblurrer, options, summary, on_progress = (
-        run.source,
-        run.deblurrer,
-        run.options,
-        run.summary,
-        run.on_progress,
-    )
-    assert deblurrer is not None, "a pipeline runs the network here"
+    frames of ``source`` from ``skip`` to ``until`` (exclusive; None: the end), deblurred by
+    ``deblurrer`` (settled for the run: Deblurrer.for_run) in batches that never cross a
+    multiple of ``checkpoint``, and handed to ``sink.add``; counts and times go into
+    ``summary``. ``seek`` (for frame ``skip``, from the plan's seek index) starts decoding at the
+    keyframe before that frame instead of at the video's start."""
     total = source.total
     stop = threading.Event()
     batch = deblurrer.config.batch
@@ -71,7 +80,7 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None, 
 
     def decode() -> None:
         try:
-            it = source.frames(skip, seek)
+            it = source.decode(skip, seek)
             while True:
                 t0 = time.perf_counter()
                 frame = next(it, None)
@@ -124,10 +133,10 @@ def run_pipeline(run: VideoRun, skip: int, sink: Any, until: int | None = None, 
                 pending.append(item)
             # Batches never cross a checkpoint, so a resumed run batches frames as a whole one did.
             full = len(pending) == batch
-            boundary = pending and (pending[-1].index + 1) % options.checkpoint == 0
+            boundary = pending and (pending[-1].index + 1) % checkpoint == 0
             if pending and (full or boundary or finished):
                 t0 = time.perf_counter()
-                outs = deblurrer.frames(np.stack([f.pixels for f in pending]))  # type: ignore[misc]
+                outs = deblurrer.deblur_batch(np.stack([f.pixels for f in pending]))  # type: ignore[misc]
                 summary.infer_seconds += time.perf_counter() - t0
                 for i, f in enumerate(pending):
                     f.pixels = None  # let the decoded frame go

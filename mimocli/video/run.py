@@ -1,5 +1,6 @@
-"""A video run from request to output: refusals, the manifest a resumed run must match, and the
-run itself (deblur_video), or what it would do (plan_video)."""
+"""A video run from request to output: refusals, the plan (decided once), the manifest a resumed
+run must match, the segments (here, or by an executor such as a Ray cluster) and the mux; or
+what it would do (plan_video)."""
 
 from __future__ import annotations
 
@@ -7,43 +8,49 @@ import hashlib
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import av
-import torch
 
 from mimocli.atomic import remove_stale_parts, write_bytes_atomic
-from mimocli.checkpoints import state_sha256
-from mimocli.downloads import sha256_file
+from mimocli.checkpoints import model_fingerprint
 from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
+from mimocli.paths import SCALE_NAMES
+from mimocli.settings import RunSettings
 
-from .encoding import FORMATS, GLOBAL_HEADER_FORMAT, SCALE_NAMES, StreamSpec, encoder_threads, encoding_plan
+from .encoding import CONTAINERS, GLOBAL_HEADER_FORMAT, StreamSpec, encoder_threads, encoding_plan
+from .folder import FrameFolder, Source, no_frames, open_source
 from .formats import even_size
-from .frames import FrameFolder, run_frames
+from .jobs import SegmentResult, run_segments
 from .mux import assemble
-from .options import ProgressFn, VideoOptions, VideoRun, VideoSummary
-from .pipeline import run_pipeline
-from .segments import MANIFEST_VERSION, SegmentWriter, WorkDir, read_segment
-from .source import VideoSource, no_frames
-
-if TYPE_CHECKING:
-    from mimocli.cluster import Cluster
-
-    from .source import Source
+from .options import ProgressFn, VideoOptions, VideoSummary
+from .plan import VideoPlan, probe
+from .png import run_png_frames
+from .segments import MANIFEST_VERSION, WorkDir, read_segment
+from .source import VideoSource
 
 
-def open_source(path: Path, options: VideoOptions) -> Source:
-    if path.is_dir():
-        if options.start is not None or options.end is not None:
-            raise VideoError(f"{path}: --start/--end need a video file", "cut the frame folder instead")
-        return FrameFolder(path, options.fps)
-    return VideoSource(path, options.start, options.end, options.repair, options.fps)
+class SegmentExecutor(Protocol):
+    """Runs a plan's segment jobs somewhere else, in parallel (mimocli.cluster.Cluster on Ray):
+    each job is jobs.segment_job, the function a local run runs."""
 
+    fingerprint: str  # the model's (model_fingerprint), for the manifest
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    return state_sha256(model)[:16]
+    @property
+    def retries(self) -> int:
+        """Jobs run again after their worker died."""
+        ...
+
+    def settle(self, frames: int | None, height: int, width: int, tile: int | None) -> RunSettings:
+        """The settings the jobs will run with, every choice made once (on one replica)."""
+        ...
+
+    def segments(self, plan: VideoPlan, todo: list[int]) -> Iterator[tuple[int, SegmentResult]]:
+        """Run segment jobs ``todo`` of ``plan``; yield each as it finishes."""
+        ...
 
 
 def deblur_video(
@@ -52,12 +59,12 @@ def deblur_video(
     deblurrer: Deblurrer | None,
     options: VideoOptions = VideoOptions(),  # noqa: B008  (frozen)
     on_progress: ProgressFn | None = None,
-    cluster: Cluster | None = None,
+    executor: SegmentExecutor | None = None,
 ) -> VideoSummary:
     """Deblur a video file (or a folder of frames) into ``output`` (a video, or with
-    ``options.frames`` a folder of PNG frames). With ``cluster`` (mimocli.cluster, then
-    ``deblurrer`` may be None) the segments are deblurred and encoded by its replicas in parallel,
-    and muxed here exactly as a local run muxes them.
+    ``options.png_frames`` a folder of PNG frames). With ``executor`` (a Ray cluster: then
+    ``deblurrer`` may be None) the segments are deblurred and encoded by its workers in parallel,
+    from the same plan, and muxed here exactly as a local run muxes them.
 
     Raises VideoError for bad input or settings, OutputError when the output exists (without
     ``overwrite``) or is the input. KeyboardInterrupt and errors leave the input untouched and
@@ -65,15 +72,20 @@ def deblur_video(
     """
     src_path, out_path = Path(input), Path(output)
     check_request(src_path, out_path, options)
-    if cluster is not None and options.frames:
+    if executor is not None and options.png_frames:
         raise VideoError(f"{out_path}: --frames is not run on a cluster", "write a video file, or drop --ray")
+    if executor is None and deblurrer is None:
+        raise ValueError("deblur_video needs a Deblurrer, or an executor to run the network")
 
     started = time.perf_counter()
     source = open_source(src_path, options)
     summary = VideoSummary(str(src_path), str(out_path), width=source.width, height=source.height)
     try:
-        run = VideoRun(source, out_path, deblurrer, options, summary, on_progress, cluster)
-        run_frames(run) if options.frames else run_video(run)
+        if options.png_frames:
+            assert deblurrer is not None
+            run_png_frames(source, out_path, deblurrer, options, summary, on_progress)
+        else:
+            run_video(source, out_path, deblurrer, options, summary, on_progress, executor)
     except (OSError, av.error.PyAVCallbackError) as e:  # a read-only folder, a full disk
         if isinstance(e, av.error.PyAVCallbackError):  # a write into our file object failed while muxing
             if not isinstance(e.__context__, OSError):
@@ -87,10 +99,23 @@ def deblur_video(
     finally:
         source.close()
     summary.frames = summary.resumed + summary.deblurred
-    summary.missing = source.missing if isinstance(source, VideoSource) else 0
+    if isinstance(source, VideoSource) and executor is None:
+        summary.missing = source.missing
     summary.seconds = time.perf_counter() - started
     summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
     return summary
+
+
+def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> dict[str, Any]:
+    """What an interrupted run of ``output`` chose for precision and tile, when ``options``
+    resume it (else nothing): a resumed run takes these instead of choosing again, which could
+    come out otherwise under another load or with another free memory."""
+    if not options.resume:
+        return {}
+    old = WorkDir(Path(output)).settings()
+    if old.get("version") != MANIFEST_VERSION:
+        return {}
+    return {k: old[k] for k in ("precision", "tile") if k in old}
 
 
 def check_request(src_path: Path, out_path: Path, options: VideoOptions) -> None:
@@ -101,14 +126,14 @@ def check_request(src_path: Path, out_path: Path, options: VideoOptions) -> None
         raise VideoError(f"--end {options.end} is not after --start {options.start}", "pick a later --end")
     if out_path.resolve() == src_path.resolve():
         raise OutputError(f"{out_path}: is the input; refusing to write over it", "choose another output name")
-    if not options.frames and out_path.suffix.lower() not in FORMATS:
+    if not options.png_frames and out_path.suffix.lower() not in CONTAINERS:
         raise VideoError(
             f"{out_path}: cannot tell the container from the extension",
-            f"use one of {', '.join(FORMATS)}, or --frames for a folder of PNG frames",
+            f"use one of {', '.join(CONTAINERS)}, or --frames for a folder of PNG frames",
         )
     if not out_path.parent.is_dir():
         raise OutputError(f"{out_path}: the folder {out_path.parent} does not exist", "create it first")
-    if out_path.is_dir() and not options.frames:
+    if out_path.is_dir() and not options.png_frames:
         raise OutputError(f"{out_path}: is a folder", "name a video file, or pass --frames to write PNG frames into it")
 
 
@@ -131,7 +156,7 @@ def plan_video(
             "pix_fmt": source.pix_fmt,
             "output": str(out_path),
         }
-        if options.frames:
+        if options.png_frames:
             plan["writes"] = "PNG frames"
             return plan
         outputs, codec, pix_fmt, note, _ = encoding_plan(source, out_path, options, str(src_path))
@@ -175,24 +200,6 @@ def _settings(source: Source, engine: dict[str, Any], options: VideoOptions, spe
     }
 
 
-def _engine(run: VideoRun) -> tuple[dict[str, Any], bool]:
-    """How this run's frames go through the network, settled once (on a replica with a cluster),
-    and whether the tile was left to "auto"."""
-    source, cluster = run.source, run.cluster
-    if cluster is None:
-        assert run.deblurrer is not None
-        auto = run.deblurrer.tile is None
-        d = run.settle()
-        model, config, tile, settings = d.model, d.config, d.tile or 0, d.settings
-    else:
-        auto = cluster.run.tile == "auto"
-        model, config = cluster.loaded.model, cluster.run
-        tile, settings = cluster.settle(source.total, source.height, source.width)
-        run.summary.tile = tile
-    engine = {"model": model_fingerprint(model), **settings, "tile": tile, "tile_overlap": config.tile_overlap}
-    return {**engine, "batch": config.batch}, auto
-
-
 def _fingerprint(source: Source) -> dict[str, Any]:
     if isinstance(source, FrameFolder):
         files = source.files
@@ -209,17 +216,45 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def run_video(run: VideoRun) -> None:
-    """Video out: checkpointed segments, then one mux of them and the input's other streams."""
-    source, out_path, options, summary = run.source, run.output, run.options, run.summary
-    fmt = FORMATS[out_path.suffix.lower()]
+def run_video(
+    source: Source,
+    out_path: Path,
+    deblurrer: Deblurrer | None,
+    options: VideoOptions,
+    summary: VideoSummary,
+    on_progress: ProgressFn | None = None,
+    executor: SegmentExecutor | None = None,
+) -> None:
+    """Video out: the plan, checkpointed segments (here or by ``executor``), then one mux of
+    them and the input's other streams."""
+    fmt = CONTAINERS[out_path.suffix.lower()]
     outputs, codec, pix_fmt, note, (opts, bit_rate) = encoding_plan(source, out_path, options, summary.input)
     if note:
         summary.warnings.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
+    work = WorkDir(out_path)
+    old = work.settings() if work.exists() else {}
+    if work.exists() and options.resume and old.get("version") != MANIFEST_VERSION:
+        raise VideoError(
+            f"{out_path}: the interrupted run in {work.path} was made by another version of mimocli",
+            "pass --overwrite to start over",
+        )
+    # The tile an interrupted run chose (by free memory, which has changed since) is this run's.
+    recorded_tile = old.get("tile") if options.resume and isinstance(old.get("tile"), int) else None
+    d: Deblurrer | None
+    if executor is None:
+        assert deblurrer is not None
+        tile = recorded_tile if deblurrer.tile is None else None
+        d = deblurrer.for_run(source.total, source.height, source.width, deblurrer.config.batch, tile)
+        run, fingerprint, said = d.settled, model_fingerprint(d.model), d.report()
+    else:
+        d = None
+        run = executor.settle(source.total, source.height, source.width, recorded_tile)
+        fingerprint, said = executor.fingerprint, run.report()
+    summary.tile, summary.settings = int(run.tile), said
+
     global_header = bool(av.format.ContainerFormat(fmt, "w").flags & GLOBAL_HEADER_FORMAT)
-    engine, auto_tile = _engine(run)
-    threads = encoder_threads(options, str(engine["device"]))
+    threads = encoder_threads(options, run.report()["device"])
     specs = []
     for div in (1, 2, 4) if options.save_scales else (1,):
         w, h = -(-source.width // div), -(-source.height // div)
@@ -242,20 +277,10 @@ def run_video(run: VideoRun) -> None:
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
+    engine = {"model": fingerprint, **_recorded(run)}
     settings = _settings(source, engine, options, specs)
-    work = WorkDir(out_path)
     if work.exists():
-        old = work.settings()
-        if options.resume and old.get("version") != MANIFEST_VERSION:
-            raise VideoError(
-                f"{out_path}: the interrupted run in {work.path} was made by another version of mimocli",
-                "pass --overwrite to start over",
-            )
         if options.resume:
-            if auto_tile and isinstance(old.get("tile"), int):
-                settings["tile"] = summary.tile = old["tile"]  # auto then is auto now, whatever memory is free
-                if run.deblurrer is not None:
-                    run.deblurrer.tile = old["tile"]
             diff = _diff(old, settings)
             if diff:
                 raise VideoError(
@@ -273,20 +298,34 @@ def run_video(run: VideoRun) -> None:
         work.start(settings)
 
     summary.codec, summary.pix_fmt = codec, pix_fmt
-    if run.cluster is None:
-        summary.resumed = work.frames_done()
-        writer = SegmentWriter(work, specs, options.checkpoint, work.done())
-        index = source.seek_index() if summary.resumed and isinstance(source, VideoSource) else None
-        run_pipeline(run, summary.resumed, writer, seek=index.at(summary.resumed) if index else None)
-        segments = writer.segments
+    done = work.done()
+    found = probe(source, options, index=bool(done) or executor is not None)
+    plan = VideoPlan(
+        source.path,
+        options,
+        source.width,
+        source.height,
+        source.total,
+        source.time_base,
+        found.shift,
+        found.display_matrix,
+        found.seeks,
+        tuple(outputs),
+        tuple(specs),
+        run,
+    )
+    summary.resumed = sum(read_segment(work.segment(k))[0] for k in range(done))
+    if executor is None:
+        assert d is not None
+        segments = run_segments(plan, source, d, work, done, None, summary, on_progress)
     else:
-        segments = _cluster_segments(run, specs, work, settings["tile"])
+        segments = _executor_segments(plan, executor, work, summary, on_progress)
     if not summary.resumed + summary.deblurred:
         work.clear()
         raise no_frames(source, options)
 
     t0 = time.perf_counter()
-    summary.streams_copied = assemble(source, work, outputs, specs, segments)
+    summary.streams_copied = assemble(plan, source, work, segments)
     summary.encode_seconds += time.perf_counter() - t0
     for s, p in zip(SCALE_NAMES, outputs[1:], strict=False):
         summary.scales[SCALE_NAMES[s]] = str(p)
@@ -295,36 +334,35 @@ def run_video(run: VideoRun) -> None:
         remove_stale_parts(p)  # what a run killed while muxing left behind
 
 
-def _cluster_segments(run: VideoRun, specs: list[StreamSpec], work: WorkDir, tile: int) -> int:
-    """The segment jobs not yet in ``work``, run by the cluster's replicas in parallel, each
-    result written into ``work`` as it comes. Returns how many segments, from the first, exist."""
-    from mimocli.replica import VideoJob
+def _recorded(run: RunSettings) -> dict[str, Any]:
+    """How the frames go through the network, as the manifest records it."""
+    return {**run.report(), "tile": int(run.tile), "tile_overlap": run.tile_overlap}
 
-    source, options, summary, cluster = run.source, run.options, run.summary, run.cluster
-    assert cluster is not None
-    if source.total is None:
-        raise VideoError(f"{source.path}: its length is unknown, so it cannot be cut into segments", "drop --ray")
-    planned = max(1, -(-source.total // options.checkpoint))
+
+def _executor_segments(
+    plan: VideoPlan, executor: SegmentExecutor, work: WorkDir, summary: VideoSummary, on_progress: ProgressFn | None
+) -> int:
+    """The segment jobs not yet in ``work``, run by ``executor`` in parallel, each result written
+    into ``work`` as it comes. Returns how many segments, from the first, exist."""
+    planned = plan.segment_count
+    if planned is None:
+        raise VideoError(f"{plan.input}: its length is unknown, so it cannot be cut into segments", "drop --ray")
     todo = [k for k in range(planned) if not work.segment(k).exists()]
     summary.resumed = done = sum(read_segment(work.segment(k))[0] for k in range(planned) if k not in todo)
-    if run.on_progress:
-        run.on_progress(done, source.total)
-    video = VideoJob(source.path.name, str(source.path), sha256_file(source.path), options, specs, tile)
-    index = source.seek_index() if isinstance(source, VideoSource) else None
-    seeks = {k: index.at(k * options.checkpoint) if index else None for k in todo}
-    for result in cluster.segments(video, source.path, seeks, planned):
-        for k, data in result["files"].items():
-            write_bytes_atomic(work.segment(k), data)
-        counts, times = result["counts"], result["times"]
-        summary.deblurred += counts["deblurred"]
-        summary.repaired += counts["repaired"]
-        if isinstance(source, VideoSource):
-            source.missing += counts["missing"]
-        summary.decode_seconds += times["decode"]
-        summary.infer_seconds += times["infer"]
-        summary.encode_seconds += times["encode"]
-        done += counts["deblurred"]
-        if run.on_progress:
-            run.on_progress(done, max(source.total, done))
-    summary.retries = cluster.retries
+    total = plan.total or 0
+    if on_progress:
+        on_progress(done, total)
+    for _k, result in executor.segments(plan, todo):
+        for i, data in result.files.items():
+            write_bytes_atomic(work.segment(i), data)
+        summary.deblurred += result.deblurred
+        summary.repaired += result.repaired
+        summary.missing += result.missing
+        summary.decode_seconds += result.times.get("decode", 0.0)
+        summary.infer_seconds += result.times.get("infer", 0.0)
+        summary.encode_seconds += result.times.get("encode", 0.0)
+        done += result.deblurred
+        if on_progress:
+            on_progress(done, max(total, done))
+    summary.retries = executor.retries
     return work.done()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 import numpy as np
@@ -20,7 +20,6 @@ import numpy as np
 from mimocli.errors import VideoError
 
 from .formats import SWS_FLAGS, YUVA8, Colour, alpha_view, bits, has_alpha
-from .options import VideoOptions
 
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}  # decoders that read WebM's alpha side stream
 DEFAULT_FPS = Fraction(25)  # frame folders, as FFmpeg's image2 demuxer assumes
@@ -247,7 +246,7 @@ class VideoSource:
         shift = frames[0] if self.start is not None else 0
         return SeekIndex(tuple(frames), tuple(sorted(keys)), shift)
 
-    def frames(self, skip_below: int = 0, seek: Seek | None = None) -> Iterator[Frame]:
+    def decode(self, skip_below: int = 0, seek: Seek | None = None) -> Iterator[Frame]:
         """Frames in presentation order, RGB uint8 (uint16 for deeper sources).
 
         Frames with index < skip_below come without pixels (an earlier run did them). With
@@ -467,20 +466,3 @@ def display_matrix(frame: Any) -> list[int] | None:
         if str(sd.type).endswith("DISPLAYMATRIX"):
             return list(struct.unpack("<9i", bytes(sd)[:36]))
     return None
-
-
-def no_frames(source: Source, options: VideoOptions) -> VideoError:
-    where = ""
-    if options.start is not None or options.end is not None:
-        where = f" between {options.start or 0:g} s and {'the end' if options.end is None else f'{options.end:g} s'}"
-    length = source.seconds if isinstance(source, VideoSource) else None
-    long = f"; the video is {length:.2f} s long" if length is not None else ""
-    return VideoError(f"{source.path}: no frames to deblur{where}{long}", "check --start and --end, and the file")
-
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    from .frames import FrameFolder
-
-    Source: TypeAlias = VideoSource | FrameFolder  # what a run reads frames from
