@@ -176,7 +176,7 @@ class Deblurrer:
         if self.dtype == torch.qint8:
             self.channels_last = False  # the quantized kernels take NCHW input fastest (measured)
         tile = self.config.tile
-        self.tile: int | None = None if tile == "auto" else int(tile)
+        self._tile: int | None = None if tile == "auto" else int(tile)
         self.tile_overlap = self.config.tile_overlap
         self.fp32_fallbacks = 0
         self.compile: bool | str = self.config.compile
@@ -206,14 +206,20 @@ class Deblurrer:
         two share the model."""
         run = copy.copy(self)
         if tile is not None:
-            run.tile = tile
-        elif run.tile is None:
+            run._tile = tile
+        elif run._tile is None:
             hp, wp = round_up(height), round_up(width)
             chosen = choose_tile(run.device, run.dtype, hp, wp, batch)
-            run.tile = 0 if chosen >= max(hp, wp) else chosen
+            run._tile = 0 if chosen >= max(hp, wp) else chosen
         if run.decide_compile(frames, height, width):
             run.run_tensor(torch.zeros(batch, 3, height, width, dtype=torch.uint8))
         return run
+
+    @property
+    def tile(self) -> int | None:
+        """The tile side it runs at (0: whole images; None: "auto", fitted to each image's size
+        and the free memory). Fixed once for a run by for_run, never by assignment."""
+        return self._tile
 
     @property
     def compiled(self) -> bool:
