@@ -179,7 +179,10 @@ def test_tiles_ensemble_and_precision_flags(pics, tiny_weights, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["tiles"] > 1
+    record = json.loads(r.stdout)
+    assert record["tiles"] > 1 and record["tile"] == 16 and record["precision"] == "bf16"  # what ran
+    auto = json.loads(run("deblur", pics / "a.png", "-o", pics / "auto.png", "-w", tiny_weights, "--json").stdout)
+    assert auto["precision"] == "fp32" and auto["tile"] == 0  # auto on a CPU without bf16: fp32, whole
 
 
 def test_weights_commands(tmp_path, tiny_weights):

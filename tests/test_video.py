@@ -82,6 +82,8 @@ def test_mkv_keeps_frames_timing_audio_subtitles_metadata_rotation(tmp_path, wei
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["frames"] == 30 and summary["streams_copied"] == 2
+    ran = summary["settings"]  # how the network ran, every auto resolved
+    assert (ran["device"], ran["precision"], ran["tile"], ran["batch"]) == ("cpu", "fp32", summary["tile"], 1)
 
     in_pts, _, in_first = decode(src)
     out_pts, out_rgb, out_first = decode(dst)

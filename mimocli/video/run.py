@@ -227,11 +227,6 @@ def run_video(
 ) -> None:
     """Video out: the plan, checkpointed segments (here or by ``executor``), then one mux of
     them and the input's other streams."""
-    fmt = CONTAINERS[out_path.suffix.lower()]
-    outputs, codec, pix_fmt, note, (opts, bit_rate) = encoding_plan(source, out_path, options, summary.input)
-    if note:
-        summary.warnings.append(note)
-        warnings.warn(note, UserWarning, stacklevel=2)
     work = WorkDir(out_path)
     old = work.settings() if work.exists() else {}
     if work.exists() and options.resume and old.get("version") != MANIFEST_VERSION:
@@ -239,20 +234,70 @@ def run_video(
             f"{out_path}: the interrupted run in {work.path} was made by another version of mimocli",
             "pass --overwrite to start over",
         )
+    resuming = options.resume and work.exists()
     # The tile an interrupted run chose (by free memory, which has changed since) is this run's.
-    recorded_tile = old.get("tile") if options.resume and isinstance(old.get("tile"), int) else None
-    d: Deblurrer | None
+    recorded_tile = old.get("tile") if resuming and isinstance(old.get("tile"), int) else None
+    d: Deblurrer | None = None
     if executor is None:
         assert deblurrer is not None
         tile = recorded_tile if deblurrer.tile is None else None
         d = deblurrer.for_run(source.total, source.height, source.width, deblurrer.config.batch, tile)
-        run, fingerprint, said = d.settled, model_fingerprint(d.model), d.report()
+        run, fingerprint, summary.settings = d.settled, model_fingerprint(d.model), d.report()
     else:
-        d = None
         run = executor.settle(source.total, source.height, source.width, recorded_tile)
-        fingerprint, said = executor.fingerprint, run.report()
-    summary.tile, summary.settings = int(run.tile), said
+        fingerprint, summary.settings = executor.fingerprint, run.report()
+    summary.tile = int(run.tile)
+    done = work.done() if resuming else 0
+    plan = make_plan(source, out_path, options, run, summary, index=bool(done) or executor is not None)
 
+    settings = _settings(source, {"model": fingerprint, **_recorded(run)}, options, list(plan.specs))
+    if resuming:
+        diff = _diff(old, settings)
+        if diff:
+            raise VideoError(
+                f"{out_path}: the interrupted run used other settings ({', '.join(diff)})",
+                "resume with the same options and weights, or pass --overwrite to start over",
+            )
+    elif work.exists() and not options.overwrite:
+        raise OutputError(
+            f"{out_path}: an interrupted run left its work in {work.path}",
+            "pass --resume to continue it, or --overwrite to start over",
+        )
+    else:
+        work.start(settings)
+
+    summary.resumed = sum(read_segment(work.segment(k))[0] for k in range(done))
+    if executor is None:
+        assert d is not None
+        segments = run_segments(plan, source, d, work, done, None, summary, on_progress)
+    else:
+        segments = _executor_segments(plan, executor, work, summary, on_progress)
+    if not summary.resumed + summary.deblurred:
+        work.clear()
+        raise no_frames(source, options)
+
+    t0 = time.perf_counter()
+    summary.streams_copied = assemble(plan, source, work, segments)
+    summary.encode_seconds += time.perf_counter() - t0
+    for s, p in zip(SCALE_NAMES, plan.outputs[1:], strict=False):
+        summary.scales[SCALE_NAMES[s]] = str(p)
+    work.clear()
+    for p in plan.outputs:
+        remove_stale_parts(p)  # what a run killed while muxing left behind
+
+
+def make_plan(
+    source: Source, out_path: Path, options: VideoOptions, run: RunSettings, summary: VideoSummary, index: bool
+) -> VideoPlan:
+    """The run's plan: the output streams (refusing bad encoder settings before any work) and
+    the input probed once (with ``index``, its seek index too), with ``run``, the network's
+    settled settings. The encoder's choices and warnings go into ``summary``."""
+    fmt = CONTAINERS[out_path.suffix.lower()]
+    outputs, codec, pix_fmt, note, (opts, bit_rate) = encoding_plan(source, out_path, options, summary.input)
+    if note:
+        summary.warnings.append(note)
+        warnings.warn(note, UserWarning, stacklevel=3)
+    summary.codec, summary.pix_fmt = codec, pix_fmt
     global_header = bool(av.format.ContainerFormat(fmt, "w").flags & GLOBAL_HEADER_FORMAT)
     threads = encoder_threads(options, run.report()["device"])
     specs = []
@@ -277,30 +322,8 @@ def run_video(
             )
         )
     specs[0].encoder()  # refuse bad settings before any work
-    engine = {"model": fingerprint, **_recorded(run)}
-    settings = _settings(source, engine, options, specs)
-    if work.exists():
-        if options.resume:
-            diff = _diff(old, settings)
-            if diff:
-                raise VideoError(
-                    f"{out_path}: the interrupted run used other settings ({', '.join(diff)})",
-                    "resume with the same options and weights, or pass --overwrite to start over",
-                )
-        elif not options.overwrite:
-            raise OutputError(
-                f"{out_path}: an interrupted run left its work in {work.path}",
-                "pass --resume to continue it, or --overwrite to start over",
-            )
-        else:
-            work.start(settings)
-    else:
-        work.start(settings)
-
-    summary.codec, summary.pix_fmt = codec, pix_fmt
-    done = work.done()
-    found = probe(source, options, index=bool(done) or executor is not None)
-    plan = VideoPlan(
+    found = probe(source, options, index)
+    return VideoPlan(
         source.path,
         options,
         source.width,
@@ -314,24 +337,6 @@ def run_video(
         tuple(specs),
         run,
     )
-    summary.resumed = sum(read_segment(work.segment(k))[0] for k in range(done))
-    if executor is None:
-        assert d is not None
-        segments = run_segments(plan, source, d, work, done, None, summary, on_progress)
-    else:
-        segments = _executor_segments(plan, executor, work, summary, on_progress)
-    if not summary.resumed + summary.deblurred:
-        work.clear()
-        raise no_frames(source, options)
-
-    t0 = time.perf_counter()
-    summary.streams_copied = assemble(plan, source, work, segments)
-    summary.encode_seconds += time.perf_counter() - t0
-    for s, p in zip(SCALE_NAMES, outputs[1:], strict=False):
-        summary.scales[SCALE_NAMES[s]] = str(p)
-    work.clear()
-    for p in outputs:
-        remove_stale_parts(p)  # what a run killed while muxing left behind
 
 
 def _recorded(run: RunSettings) -> dict[str, Any]:
