@@ -124,6 +124,9 @@ class MIMOUNet(nn.Module):
     flips and rotations of the input (8x the work). A plain attribute, not part of the weights.
     """
 
+    output_scales = (4, 2, 1)  # the outputs' sizes as divisors of the input's, coarse to fine
+    output_names = (0.25, 0.5)  # the outputs before the full-size image, by scale
+
     def __init__(self, num_res: int = 8, base_channel: int = 32, ensemble: bool = False) -> None:
         super().__init__()
         c = base_channel

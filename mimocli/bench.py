@@ -24,6 +24,7 @@ from torch import nn
 
 from .arch import MIMOUNet
 from .ceiling import conv_ceiling
+from .checkpoints import Network
 from .device import freed_memory_reused, resolve_device, reuse_freed_memory
 from .engine import Deblurrer, build_deblurrer
 from .pixels import rgb8, to_frames
@@ -77,15 +78,18 @@ def random_model(num_res: int, seed: int = 0, base_channel: int = 32) -> MIMOUNe
         return MIMOUNet(num_res, base_channel).eval()
 
 
-def bench_model(variant: Variant, weights: str | None = None) -> MIMOUNet:
+def bench_model(variant: Variant, weights: str | None = None) -> Network:
     """The model a benchmark of ``variant`` times: ``weights`` (a path or a registered name), or
-    random weights of the variant's shape; MIMO-UNet++ as a self-ensemble, set here once."""
+    seeded random weights of the variant's network and shape (they cost what the published ones
+    do); MIMO-UNet++ as a self-ensemble, set here once."""
     if weights:
         from .weights import load_model
 
         model = load_model(variant.name, "cpu", weights)
     else:
-        model = random_model(variant.num_res, base_channel=variant.base_channel)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = variant.arch.build(variant.num_res, variant.base_channel).eval()
     model.ensemble = variant.ensemble
     return model
 

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from safetensors import SafetensorError
@@ -25,9 +25,16 @@ from .registry import Variant, detect_variant
 
 PICKLE_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".bin")
 
+if TYPE_CHECKING:
+    from .xydeblur import XYDeblur
+
+    Network: TypeAlias = MIMOUNet | XYDeblur  # the networks mimocli runs (registry.ARCHITECTURES)
+else:
+    Network = torch.nn.Module
+
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """A MIMO-UNet state dict from safetensors or a torch pickle (zip or legacy format).
+    """A state dict from safetensors or a torch pickle (zip or legacy format).
 
     Pickles are read with ``weights_only=True`` and never otherwise; ``{'model': sd}`` wrappers
     and ``module.`` prefixes are removed. Raises WeightsError when the file holds no state dict.
@@ -78,8 +85,10 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[MIMOUNet, Variant]:
-    """A float32 MIMOUNet loaded strictly from ``state_dict``. Raises WeightsError on a mismatch."""
+def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights") -> tuple[Network, Variant]:
+    """A float32 network of the architecture ``state_dict`` holds (registry.ARCHITECTURES: MIMO-UNet
+    of any depth and width, XYDeblur), loaded strictly. Raises WeightsError for a state dict of no
+    known network, damaged values or a mismatch."""
     try:
         variant = detect_variant(state_dict)
     except WeightsError as e:
@@ -90,12 +99,12 @@ def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights")
             f"{source}: {len(damaged)} of {len(state_dict)} tensors hold NaN/Inf values ({damaged[0]}, ...)",
             "the file is damaged: download or export it again",
         )
-    model = MIMOUNet(variant.num_res, variant.base_channel)
+    model = variant.arch.build(variant.num_res, variant.base_channel)
     try:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise WeightsError(f"{source}: does not fit MIMO-UNet with {variant.num_res} blocks ({detail})") from e
+        raise WeightsError(f"{source}: does not fit {variant.shape()} ({detail})") from e
     return model.eval(), variant
 
 
@@ -106,12 +115,13 @@ def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path
     tensors = {k: v.contiguous() for k, v in state_dict.items()}
     meta = {
         "format": "pt",
-        "architecture": "MIMOUNet",
+        "architecture": variant.arch.name,
         "num_res": str(variant.num_res),
         "base_channel": str(variant.base_channel),
     }
     write_bytes_atomic(dest, save(tensors, metadata=meta))
-    write_record(dest, num_res=variant.num_res, base_channel=variant.base_channel, **info)
+    shape = {"architecture": variant.architecture, "num_res": variant.num_res, "base_channel": variant.base_channel}
+    write_record(dest, **shape, **info)
     return dest
 
 

@@ -141,6 +141,7 @@ class Cluster:
         resources = connect(settings)
         self.settings, self.run, self.loaded = settings, run, loaded
         self.fingerprint = model_fingerprint(loaded.model)
+        self.output_scales: tuple[int, ...] = tuple(loaded.model.output_scales)
         self.count = replica_count(settings, resources)
         shipped = ship(loaded)
         int8 = int8_files(loaded.model, cache_dir)

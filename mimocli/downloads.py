@@ -1,5 +1,6 @@
-"""Fetching files: the authors' Google Drive files (with gdown), files on the Hugging Face hub
-(with huggingface-hub), and a probe that tells at once when a host cannot be reached. Knows
+"""Fetching files: the authors' Google Drive files and files at a plain URL (both with gdown,
+which follows Drive's pages and redirects and resumes a cut transfer), files on the Hugging Face
+hub (with huggingface-hub), and a probe that tells at once when a host cannot be reached. Knows
 nothing of MIMO-UNet; never prints."""
 
 from __future__ import annotations
@@ -62,24 +63,63 @@ def download_gdrive(
     on_progress: ByteProgress | None = None,
 ) -> Path:
     """Download a Google Drive file to ``dest`` with gdown, which follows Drive's confirmation
-    pages and cookies as they change; a cut transfer is resumed (gdown's partial file, HTTP
-    Range) and only a complete file is renamed to ``dest``.
+    pages and cookies as they change; as download_url otherwise."""
+    url = gdrive_url(file_id)
+    shown = url or f"Google Drive file {file_id}"
+    return _fetch(url, file_id, dest, shown, url or "https://drive.google.com/", sha256, size, None, on_progress)
 
-    Raises OfflineError when the host cannot be reached, DownloadError when Drive sends no file
-    or the transfer keeps failing, IntegrityError when the size or sha256 is not the expected one.
+
+def download_url(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    git_blob_sha1: str | None = None,
+    on_progress: ByteProgress | None = None,
+) -> Path:
+    """Download ``url`` (https, redirects followed) to ``dest``; a cut transfer is resumed (an
+    HTTP Range request, up to ATTEMPTS times, and on the next run from the partial file) and only a
+    complete file is renamed to ``dest``. ``git_blob_sha1``: the file's id in a git repository
+    (what `git hash-object` prints: SHA-1 of "blob SIZE\\0" and the bytes), for files published in
+    one, whose sha256 nobody states.
+
+    Raises OfflineError when the host cannot be reached, DownloadError when the server sends no
+    file or the transfer keeps failing, IntegrityError when the size, sha256 or blob SHA-1 is not
+    the expected one.
     """
+    return _fetch(url, None, dest, url, url, sha256, size, git_blob_sha1, on_progress)
+
+
+def git_blob_sha1(path: Path) -> str:
+    """What `git hash-object PATH` prints: SHA-1 of b"blob <size>\\0" followed by the bytes."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)  # noqa: S324  (git's object id, not a secret)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetch(
+    url: str | None,
+    file_id: str | None,
+    dest: Path,
+    shown: str,
+    probe: str,
+    sha256: str | None,
+    size: int | None,
+    blob_sha1: str | None,
+    on_progress: ByteProgress | None,
+) -> Path:
     import gdown
     import requests
     from gdown.exceptions import DownloadError as GdownError
     from gdown.exceptions import FileURLRetrievalError
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    url = gdrive_url(file_id)
-    shown = url or f"Google Drive file {file_id}"
     hasher = hashlib.sha256()
     with contextlib.suppress(FileNotFoundError):
         dest.unlink()  # gdown would take a file already there as done, unchecked
-    if why := unreachable(url or "https://drive.google.com/"):
+    if why := unreachable(probe):
         raise OfflineError(why)
     try:
         gdown.download(
@@ -122,6 +162,12 @@ def download_gdrive(
         dest.unlink()
         raise IntegrityError(
             f"{shown}: sha256 {digest[:12]}… is not the expected {sha256[:12]}…",
+            "run the command again; if it persists the published file has changed",
+        )
+    if blob_sha1 is not None and (blob := git_blob_sha1(dest)) != blob_sha1:
+        dest.unlink()
+        raise IntegrityError(
+            f"{shown}: git blob SHA-1 {blob[:12]}… is not the published {blob_sha1[:12]}…",
             "run the command again; if it persists the published file has changed",
         )
     return dest

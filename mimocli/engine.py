@@ -1,6 +1,8 @@
 """Deblurrer: a MIMO-UNet on a device at a precision, applied to whole images of any size.
 
-Every list of outputs, here and in the network, runs coarse to fine: [1/4, 1/2, full] (SCALES).
+Every list of outputs, here and in the network, ends with the deblurred image: MIMO-UNet's run
+coarse to fine, [1/4, 1/2, full] (SCALES); XYDeblur's are [residual along x, along y, image], all
+full size. A network says which by its ``output_scales`` and ``output_names``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class DeblurResult:
     """The deblurred image in the input's layout and dtype, plus the coarser outputs by scale."""
 
     image: np.ndarray
-    scales: dict[float, np.ndarray] = field(default_factory=dict)
+    # The network's other outputs, by name: MIMO-UNet's 1/2 and 1/4 scale images (keys 0.5, 0.25);
+    # XYDeblur's two directional residuals ("residual-x", "residual-y"), mapped from [-1, 1] to
+    # [0, 1] as the authors show them (mid-grey: no change).
+    scales: dict[float | str, np.ndarray] = field(default_factory=dict)
     tiles: int = 1
     tile_size: int = 0
     fp32_fallbacks: int = 0
@@ -157,7 +162,7 @@ class Deblurrer:
         self.ensemble = bool(self.config.ensemble or getattr(model, "ensemble", False))
         if self.ensemble:
             if not hasattr(model, "ensemble"):
-                raise ValueError("the self-ensemble needs a MIMOUNet (mimocli.arch), not a " + type(model).__name__)
+                raise ValueError("the self-ensemble needs a MIMOUNet or XYDeblur, not a " + type(model).__name__)
             setattr(model, "ensemble", True)  # noqa: B010  (nn.Module types its attributes as tensors)
         self.model = model.eval().to(self.device)
         if self.channels_last:
@@ -166,6 +171,11 @@ class Deblurrer:
             p.requires_grad_(False)
         self.precision_reason = reason or ("auto" if self.config.precision == "auto" else "as asked")
         self.float_model = self.model  # what a NaN/Inf output is redone with, in fp32
+        # What the network's outputs are (the last is the image): their sizes as divisors of the
+        # input's, and the names of those before the image; residuals (signed) or images.
+        self.scales: tuple[int, ...] = tuple(getattr(model, "output_scales", SCALES))
+        self.output_names: tuple[float | str, ...] = tuple(getattr(model, "output_names", (0.25, 0.5)))
+        self.signed = bool(getattr(model, "signed_outputs", False))
         self.int8: nn.Module | None = int8
         if self.dtype == torch.qint8 and self.int8 is None:
             if self.config.compile is True:
@@ -341,7 +351,7 @@ class Deblurrer:
                 stacklevel=2,
             )
             tile = self._tile_cap = smaller
-        crops = [o[..., : -(-h // s), : -(-w // s)] for o, s in zip(outs, SCALES, strict=True)]
+        crops = [o[..., : -(-h // s), : -(-w // s)] for o, s in zip(outs, self.scales, strict=True)]
         if not keep_on_device:
             crops = [o.cpu() for o in crops]
         return crops, n, (0 if n == 1 else tile)
@@ -372,11 +382,11 @@ class Deblurrer:
             if on_progress:
                 on_progress(1, 1)
             return outs, 1
-        acc = [torch.zeros(xp.shape[0], 3, hp // s, wp // s) for s in SCALES]
-        weight = [torch.zeros(1, 1, hp // s, wp // s) for s in SCALES]
+        acc = [torch.zeros(xp.shape[0], 3, hp // s, wp // s) for s in self.scales]
+        weight = [torch.zeros(1, 1, hp // s, wp // s) for s in self.scales]
         for i, t in enumerate(grid):
             patch = xp[..., t.y : t.y + t.h, t.x : t.x + t.w]
-            for o, a, wsum, s in zip(self._infer(patch), acc, weight, SCALES, strict=True):
+            for o, a, wsum, s in zip(self._infer(patch), acc, weight, self.scales, strict=True):
                 win = grid.window(t, s)
                 ys, xs = slice(t.y // s, (t.y + t.h) // s), slice(t.x // s, (t.x + t.w) // s)
                 a[..., ys, xs] += o.cpu() * win
@@ -404,15 +414,17 @@ class Deblurrer:
         gray = color.shape[2] == 1
         fallbacks = self.fp32_fallbacks
         outs, tiles, tile_size = self.run_tensor(to_tensor(color), on_progress)
-        arrays: dict[int, np.ndarray] = {}
-        for o, s in zip(outs, SCALES, strict=True):
+        arrays = []
+        for i, (o, s) in enumerate(zip(outs, self.scales, strict=True)):
             if gray:
                 o = o.mean(dim=1, keepdim=True)
+            if self.signed and i < len(outs) - 1:
+                o = (o + 1) / 2  # a residual in [-1, 1], shown as the authors show it
             a = None if alpha is None else alpha[::s, ::s]
-            arrays[s] = join_channels(from_tensor(o, image.dtype), a, image.ndim == 2)
+            arrays.append(join_channels(from_tensor(o, image.dtype), a, image.ndim == 2))
         return DeblurResult(
-            image=arrays[1],
-            scales={0.5: arrays[2], 0.25: arrays[4]},
+            image=arrays[-1],
+            scales=dict(zip(self.output_names, arrays[:-1], strict=True)),
             tiles=tiles,
             tile_size=tile_size,
             fp32_fallbacks=self.fp32_fallbacks - fallbacks,

@@ -7,11 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .registry import ARCHITECTURES, get_architecture
 from .settings import FORMATS, READ_ONLY, READABLE
 
 SUFFIX = "_deblurred"
 COMPARE_SUFFIX = "_compare"
-SCALE_NAMES = {0.5: "x0.5", 0.25: "x0.25"}
+SCALE_NAMES: dict[float, str] = {float(k): tag for k, tag in get_architecture("mimo-unet").sides}
+SIDE_TAGS = frozenset(tag for a in ARCHITECTURES for _, tag in a.sides)  # every network's side outputs
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class Job:
 
     input: Path
     output: Path
-    scales: dict[float, Path]
+    scales: dict[float | str, Path]  # the network's other outputs (--save-scales), by DeblurResult.scales key
     error: str | None = None
     compare: Path | None = None  # input and output side by side (--compare)
 
@@ -34,9 +36,7 @@ def _is_ours(path: Path) -> bool:
     # A folder processed twice must not deblur its own earlier results again.
     stem = path.stem
     return (
-        stem.endswith(SUFFIX)
-        or stem.endswith(COMPARE_SUFFIX)
-        or any(stem.endswith(f"{SUFFIX}_{n}") for n in SCALE_NAMES.values())
+        stem.endswith(SUFFIX) or stem.endswith(COMPARE_SUFFIX) or any(stem.endswith(f"{SUFFIX}_{n}") for n in SIDE_TAGS)
     )
 
 
@@ -80,10 +80,16 @@ def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, 
     return out
 
 
-def plan_jobs(args: list[str], output: str | None = None, recursive: bool = False) -> list[Job]:
+def plan_jobs(
+    args: list[str],
+    output: str | None = None,
+    recursive: bool = False,
+    sides: tuple[tuple[float | str, str], ...] = tuple(SCALE_NAMES.items()),
+) -> list[Job]:
     """The jobs for a `mimo deblur` run. ``output``: None (beside each input), a folder, or a file
-    for a single input (recognised by an image extension). Raises ValueError when ``output`` is
-    a file name but several inputs were given."""
+    for a single input (recognised by an image extension). ``sides``: the network's other outputs
+    and their file tags (registry.Architecture.sides; MIMO-UNet's scales by default). Raises
+    ValueError when ``output`` is a file name but several inputs were given."""
     found = expand_inputs(args, recursive)
     out_path = Path(output).expanduser() if output else None
     # A name with an extension is a file for one input (an unknown one is refused later, when
@@ -102,7 +108,7 @@ def plan_jobs(args: list[str], output: str | None = None, recursive: bool = Fals
             if out_path is not None:
                 folder = out_path / src.parent.relative_to(root) if root is not None else out_path
             dest = folder / f"{src.stem}{SUFFIX}{output_suffix(src)}"
-        scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in SCALE_NAMES.items()}
+        scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in sides}
         stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
         jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))
     return jobs

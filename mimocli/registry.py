@@ -1,12 +1,14 @@
-"""Variants as data: one frozen row per MIMO-UNet variant, read from the one table
-(weights/registry.json), and lookup by name or alias."""
+"""Networks and variants as data: one row per architecture (how to recognise its state dict and
+how to build it, as spandrel's ArchRegistry), one frozen row per variant, read from the one
+table (weights/registry.json), and lookup by name or alias. torch is imported only to build."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -25,10 +27,19 @@ class Variant:
     ensemble: bool = False  # MIMO-UNet++: geometric self-ensemble at test time
     weights: str = ""  # key into weights/registry.json; defaults to the variant name
     base_channel: int = 32  # channels at full scale (twice and four times that at 1/2 and 1/4)
+    architecture: str = "mimo-unet"  # the key of its row in ARCHITECTURES
 
     @property
     def weights_key(self) -> str:
         return self.weights or self.name
+
+    @property
+    def arch(self) -> Architecture:
+        return get_architecture(self.architecture)
+
+    def shape(self) -> str:
+        """'MIMO-UNet with 8 blocks of 32 channels': what its weights hold, for messages."""
+        return f"{self.arch.name} with {self.num_res} blocks of {self.base_channel} channels"
 
 
 def registry_file() -> Path:
@@ -59,6 +70,7 @@ def _variant(name: str, row: Mapping[str, Any]) -> Variant:
         bool(row.get("ensemble", False)),
         row.get("weights", ""),
         int(row.get("base_channel", 32)),
+        row.get("architecture", "mimo-unet"),
     )
 
 
@@ -78,44 +90,111 @@ def get_variant(name: str) -> Variant:
     raise WeightsError(f"unknown variant {name!r}", f"choose one of: {known}")
 
 
-_ENCODER_BLOCK = re.compile(r"^(?:module\.)?Encoder\.0\.layers\.(\d+)\.")
-_STEM = re.compile(r"^(?:module\.)?feat_extract\.0\.main\.0\.weight$")
+def _shape(
+    blocks: re.Pattern[str], stem: re.Pattern[str], offset: int
+) -> Callable[[Mapping[str, object]], tuple[int, int]]:
+    """A detector: (residual blocks, base channels) from a state dict (tensors, or shapes as
+    lists), the blocks counted from the keys ``blocks`` matches (less ``offset`` non-residual
+    layers), the width from the output channels of the convolution ``stem`` names; 0 for a part
+    that is missing."""
+
+    def shape_of(state_dict: Mapping[str, object]) -> tuple[int, int]:
+        indices = {int(m.group(1)) for k in state_dict if (m := blocks.match(k))}
+        first = next((v for k, v in state_dict.items() if stem.match(k)), None)
+        dims = getattr(first, "shape", first if isinstance(first, (list, tuple)) else ())  # a tensor, or a shape
+        width = int(dims[0]) if len(dims) == 4 else 0
+        return (max(indices) + 1 - offset if indices else 0), width
+
+    return shape_of
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network mimocli runs: how to recognise its state dict (``shape_of``: residual blocks and
+    base channels, 0 where its keys are missing) and how to build it (``builder``, a class
+    ``module:Name`` taking num_res, base_channel, ensemble), imported only when one is built."""
+
+    key: str
+    name: str
+    shape_of: Callable[[Mapping[str, object]], tuple[int, int]]
+    builder: str
+    keys: str  # what its state dict's keys look like, for the one-line refusal of a foreign one
+    # Its outputs besides the image (DeblurResult.scales keys) and the tag that names their files
+    # (--save-scales: NAME_deblurred_TAG.png).
+    sides: tuple[tuple[float | str, str], ...] = ()
+
+    def build(self, num_res: int, base_channel: int = 32, ensemble: bool = False) -> Any:
+        module, name = self.builder.split(":")
+        return getattr(importlib.import_module(module), name)(num_res, base_channel, ensemble)
+
+
+_M = r"^(?:module\.)?"
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture(
+        "mimo-unet",
+        "MIMO-UNet",
+        _shape(
+            re.compile(_M + r"Encoder\.0\.layers\.(\d+)\."), re.compile(_M + r"feat_extract\.0\.main\.0\.weight$"), 0
+        ),
+        "mimocli.arch:MIMOUNet",
+        "Encoder.0.layers.*, feat_extract.0.*",
+        ((0.5, "x0.5"), (0.25, "x0.25")),
+    ),
+    Architecture(
+        "xydeblur",
+        "XYDeblur",
+        # Encoder1.layers.0 is the first convolution, the residual blocks follow it.
+        _shape(
+            re.compile(_M + r"Encoder1\.layers\.(\d+)\."), re.compile(_M + r"Encoder1\.layers\.0\.main\.0\.weight$"), 1
+        ),
+        "mimocli.xydeblur:XYDeblur",
+        "Encoder1.layers.*, Decoder1_4.*",
+        (("residual-x", "residual-x"), ("residual-y", "residual-y")),
+    ),
+)
+
+
+def get_architecture(key: str) -> Architecture:
+    for a in ARCHITECTURES:
+        if a.key == key:
+            return a
+    raise WeightsError(f"unknown architecture {key!r}", f"known: {', '.join(a.key for a in ARCHITECTURES)}")
 
 
 def architecture_of(state_dict: Mapping[str, object]) -> tuple[int, int]:
-    """(residual blocks per level, base channels) of a MIMO-UNet state dict (tensors, or shapes as
-    lists): the blocks counted from ``Encoder.0.layers.<i>`` keys, the width from the first
-    convolution's output channels. 0 for a part that is missing."""
-    indices = {int(m.group(1)) for k in state_dict if (m := _ENCODER_BLOCK.match(k))}
-    stem = next((v for k, v in state_dict.items() if _STEM.match(k)), None)
-    shape = getattr(stem, "shape", stem if isinstance(stem, (list, tuple)) else ())  # a tensor, or a manifest's shape
-    width = int(shape[0]) if len(shape) == 4 else 0
-    return (max(indices) + 1 if indices else 0), width
+    """(residual blocks per level, base channels) of a MIMO-UNet state dict; 0 for a part that is
+    missing (ARCHITECTURES' first row)."""
+    return ARCHITECTURES[0].shape_of(state_dict)
 
 
 def num_res_of(state_dict: Mapping[str, object]) -> int:
-    """Residual blocks per level (architecture_of's first half). 0 when none."""
+    """Residual blocks per level of a MIMO-UNet state dict (architecture_of's first half). 0 when none."""
     return architecture_of(state_dict)[0]
 
 
 def detect_variant(state_dict: Mapping[str, object]) -> Variant:
-    """The first variant whose depth and width fit ``state_dict``, or an unnamed one of that shape.
-    Raises WeightsError when it is no MIMO-UNet state dict."""
-    n, width = architecture_of(state_dict)
-    if n == 0 or width == 0:
-        raise WeightsError(
-            "these weights are not a MIMO-UNet state dict (no Encoder.0.layers.* or feat_extract.0 keys)",
-            "pass the authors' MIMO-UNet / MIMO-UNet+ checkpoint or a file exported by mimocli",
+    """The first variant whose architecture, depth and width fit ``state_dict``, or an unnamed one
+    of that shape. Raises WeightsError when it is no state dict of a network mimocli runs."""
+    for arch in ARCHITECTURES:
+        n, width = arch.shape_of(state_dict)
+        if n <= 0 or width <= 0:
+            continue
+        for v in VARIANTS:
+            if (v.architecture, v.num_res, v.base_channel) == (arch.key, n, width) and not v.ensemble:
+                return v
+        suffix = "" if width == 32 else f"c{width}"
+        return Variant(
+            f"{arch.key}-r{n}{suffix}",
+            n,
+            f"{arch.name} with {n} residual blocks per level, {width} channels",
+            base_channel=width,
+            architecture=arch.key,
         )
-    for v in VARIANTS:
-        if v.num_res == n and v.base_channel == width and not v.ensemble:
-            return v
-    suffix = "" if width == 32 else f"c{width}"
-    return Variant(
-        f"mimo-unet-r{n}{suffix}",
-        n,
-        f"MIMO-UNet with {n} residual blocks per level, {width} channels",
-        base_channel=width,
+    names = " nor ".join(a.name for a in ARCHITECTURES)
+    raise WeightsError(
+        f"these weights are not a MIMO-UNet or any network mimocli runs: neither {names} "
+        f"({'; '.join(f'{a.name}: {a.keys}' for a in ARCHITECTURES)})",
+        "pass the authors' MIMO-UNet, MIMO-UNet+ or XYDeblur checkpoint, or a file exported by mimocli",
     )
 
 
@@ -136,6 +215,7 @@ class WeightsEntry:
     provenance: str = ""
     license: str = ""
     fallback: bool = False  # bundled weights good enough to stand in when the default cannot be had
+    git_blob_sha1: str | None = None  # a file published in a git repository: its object id there
 
     @property
     def bundled(self) -> Path | None:
@@ -161,6 +241,7 @@ def _entries() -> dict[str, WeightsEntry]:
             provenance=e.get("provenance", ""),
             license=e.get("license", ""),
             fallback=bool(e.get("fallback", False)),
+            git_blob_sha1=e.get("git_blob_sha1"),
         )
         for key, e in table().items()
         if "sources" in e

@@ -43,8 +43,9 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageDraw
 from safetensors.torch import save
 
-from .arch import MIMOUNet, _down
+from .arch import _down
 from .atomic import atomic_write, write_bytes_atomic
+from .checkpoints import Network
 from .device import cuda_has_native_bf16, resolve_device
 from .errors import ImageError, OutputError
 from .evaluate import find_pairs, psnr, quantize
@@ -121,7 +122,8 @@ class TrainSummary:
 
 
 def loss_fn(outputs: list[torch.Tensor], sharp: torch.Tensor, fft_weight: float = 0.1) -> torch.Tensor:
-    """outputs: [1/4, 1/2, full] predictions; sharp: (B,3,H,W) target at full size."""
+    """MIMO-UNet's loss (the paper's): L1 plus ``fft_weight`` times the L1 of the 2-D spectra, at
+    each of the three scales. outputs: [1/4, 1/2, full] predictions; sharp: (B,3,H,W) at full size."""
     targets = [_down(_down(sharp)), _down(sharp), sharp]
     content = sum(F.l1_loss(o.float(), t) for o, t in zip(outputs, targets, strict=True))
     spectral = sum(
@@ -131,8 +133,21 @@ def loss_fn(outputs: list[torch.Tensor], sharp: torch.Tensor, fft_weight: float 
     return content + fft_weight * spectral  # type: ignore[return-value]
 
 
+def image_loss(outputs: list[torch.Tensor], sharp: torch.Tensor, fft_weight: float = 0.1) -> torch.Tensor:
+    """XYDeblur's loss (the authors' train.py): L1 between the deblurred image, the last output,
+    and the sharp one; the two directional residuals are not supervised on their own, and there
+    is no frequency term (``fft_weight`` is not used)."""
+    return F.l1_loss(outputs[-1].float(), sharp)
+
+
+def loss_for(model: torch.nn.Module) -> Callable[[list[torch.Tensor], torch.Tensor, float], torch.Tensor]:
+    """The loss the paper of ``model``'s network trains it with: image_loss for XYDeblur (whose
+    outputs are all full size), loss_fn for MIMO-UNet."""
+    return image_loss if tuple(getattr(model, "output_scales", ())) == (1, 1, 1) else loss_fn
+
+
 def validate(
-    model: MIMOUNet, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device, channels_last: bool = False
+    model: Network, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device, channels_last: bool = False
 ) -> float:
     """Mean PSNR (8-bit, as mimo eval) of the model's full-scale output over whole images."""
     model.eval()
@@ -153,7 +168,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, f)
 
 
-def export_weights(model: MIMOUNet, path: Path) -> Path:
+def export_weights(model: Network, path: Path) -> Path:
     """The model's state dict as safetensors, in the authors' key names (mimo deblur --weights)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # NCHW, as published
     return write_bytes_atomic(path, save(tensors, metadata={"format": "pt", "producer": "mimocli train"}))
@@ -198,7 +213,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, width: int = 800, he
 
 
 def train(
-    model: MIMOUNet,
+    model: Network,
     data: str | os.PathLike[str] | list[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     options: TrainOptions = TrainOptions(),  # noqa: B008  (frozen)
@@ -262,6 +277,7 @@ def train(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev).to(memory_format=fmt).train()  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(model.parameters(), lr=o.lr)
+    compute_loss = loss_for(model)
     steps_per_epoch = max(1, math.ceil(len(pairs) / o.batch))
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if o.schedule == "cosine":
@@ -344,7 +360,7 @@ def train(
             sharp = sharp.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                 outputs = model(blur)
-            loss = loss_fn(outputs, sharp, o.fft_weight)
+            loss = compute_loss(outputs, sharp, o.fft_weight)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimiser)
@@ -384,6 +400,7 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "options": asdict(o),
+                    "architecture": type(model).__name__,
                     "num_res": model.num_res,
                     "base_channel": model.base_channel,
                     "cpu_seconds": cpu_seconds(),

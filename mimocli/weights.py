@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from .arch import MIMOUNet
-from .checkpoints import build_model, convert, read_record, read_state_dict, record_path
+from .checkpoints import Network, build_model, convert, read_record, read_state_dict, record_path
 from .downloads import (
     ByteProgress,
     download_gdrive,
+    download_url,
     hf_download,
     hf_home,
     offline,
@@ -206,15 +206,21 @@ def _download(entry: WeightsEntry, root: Path, dest: Path, on_progress: ByteProg
             if source.startswith("gdrive://"):
                 raw = root / "downloads" / entry.filename
                 download_gdrive(source.removeprefix("gdrive://"), raw, entry.sha256, entry.size, on_progress)
+            elif source.startswith(("https://", "http://")):
+                raw = root / "downloads" / entry.filename
+                download_url(source, raw, entry.sha256, entry.size, entry.git_blob_sha1, on_progress)
             else:
                 raw = hf_download(source)
             sd = read_state_dict(raw)
             _, variant = build_model(sd, source)
-            arch = get_variant(entry.architecture)
-            if (variant.num_res, variant.base_channel) != (arch.num_res, arch.base_channel):
+            slot = get_variant(entry.architecture)
+            if (variant.architecture, variant.num_res, variant.base_channel) != (
+                slot.architecture,
+                slot.num_res,
+                slot.base_channel,
+            ):
                 raise IntegrityError(
-                    f"{source}: holds a MIMO-UNet with {variant.num_res} blocks of {variant.base_channel} channels, "
-                    f"but {entry.key} has {arch.num_res} of {arch.base_channel}",
+                    f"{source}: holds a {variant.shape()}, but {entry.key} is a {slot.shape()}",
                     "the published file has changed; report it, or pass --weights PATH",
                 )
             info = {"source": source, "source_sha256": sha256_file(raw), "source_size": raw.stat().st_size}
@@ -242,10 +248,13 @@ def import_weights(
     digest = sha256_file(p)
     if key is not None:
         v = get_variant(key)
-        if (v.num_res, v.base_channel) != (detected.num_res, detected.base_channel):
+        if (v.architecture, v.num_res, v.base_channel) != (
+            detected.architecture,
+            detected.num_res,
+            detected.base_channel,
+        ):
             raise WeightsError(
-                f"{p}: holds {detected.name} weights "
-                f"({detected.num_res} blocks of {detected.base_channel} channels), not {v.name}",
+                f"{p}: holds {detected.name} weights ({detected.shape()}), not {v.name}",
                 f"import it as {detected.name}",
             )
         dest = cached_weights(v.weights_key, root)
@@ -263,7 +272,7 @@ def import_weights(
 class LoadedWeights:
     """A model and where its weights came from (for records and bug reports)."""
 
-    model: MIMOUNet
+    model: Network
     variant: Variant  # the variant asked for, or the bundled fallback that stood in for it
     name: str  # the registry key, or the file the user passed
     path: Path
@@ -334,7 +343,7 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     on_progress: ByteProgress | None = None,
-) -> MIMOUNet:
+) -> Network:
     """A MIMO-UNet in eval mode with pretrained weights, on ``device`` ("auto": CUDA, else MPS, else CPU).
 
     ``weights``: a local .safetensors/.pkl/.pth or hf://owner/repo/file[@rev]; default: the

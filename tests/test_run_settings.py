@@ -217,7 +217,7 @@ def test_the_photo_job_is_the_librarys(tmp_path):
 
 
 def test_ensemble_needs_a_mimo_unet():
-    with pytest.raises(ValueError, match="needs a MIMOUNet"):
+    with pytest.raises(ValueError, match="needs a MIMOUNet or XYDeblur"):
         Deblurrer(nn.Conv2d(3, 3, 1), device="cpu", ensemble=True)
     m = MIMOUNet(1, 8, ensemble=True)
     assert copy.deepcopy(m).ensemble

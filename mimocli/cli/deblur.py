@@ -16,7 +16,7 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
 from mimocli.errors import ImageError, MimoError, OutputError
 from mimocli.paths import Job, collision, plan_jobs, targets
-from mimocli.registry import DEFAULT_VARIANT, get_variant
+from mimocli.registry import DEFAULT_VARIANT, Variant, get_variant
 from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, ProgressFn, RunSettings
 
 if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a command runs, not for --help
@@ -54,8 +54,7 @@ def make_deblurrer(
     if verbose:
         tile_text = "auto (fits free memory)" if d.tile is None else f"{d.tile} px" if d.tile else "none (whole images)"
         name = "" if loaded.name == str(loaded.path) else f"{loaded.name}, "
-        shape = f"{loaded.model.num_res} blocks of {loaded.model.base_channel} channels"
-        say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, MIMO-UNet with {shape}")
+        say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, {held(loaded.model).shape()}")
         say(
             f"device: {d.device}, precision: {d.settings['precision']} ({d.precision_reason}), channels-last: "
             f"{'on' if d.channels_last else 'off'}, compile: {d.compile}, threads: {torch.get_num_threads()}, "
@@ -72,15 +71,19 @@ def load_model(variant: str | None, weights: str | None, cache_dir: Path | None,
         dl, update = byte_progress(quiet)
         with dl:
             loaded = load_weights(variant, "cpu", weights, cache_dir, update)
-        model, v = loaded.model, loaded.variant
-        if variant and (model.num_res, model.base_channel) != (v.num_res, v.base_channel):
+        got, v = held(loaded.model), loaded.variant
+        if variant and (got.architecture, got.num_res, got.base_channel) != (v.architecture, v.num_res, v.base_channel):
             warnings.warn(
-                f"--weights hold a MIMO-UNet with {model.num_res} blocks of {model.base_channel} channels, "
-                f"not {v.name}; the weights decide",
-                UserWarning,
-                stacklevel=1,
+                f"--weights hold a {got.shape()}, not {v.name}; the weights decide", UserWarning, stacklevel=1
             )
     return loaded
+
+
+def held(model: object) -> Variant:
+    """The network and shape a loaded model has (registry.detect_variant of its weights)."""
+    from mimocli.registry import detect_variant
+
+    return detect_variant(model.state_dict())  # type: ignore[attr-defined]
 
 
 def make_cluster(
@@ -100,6 +103,22 @@ def make_cluster(
     loaded = load_model(variant, weights, cache_dir, quiet)
     with fail_on_error(), warnings_to_stderr(quiet):
         return Cluster(settings, loaded, run, cache_dir)
+
+
+def side_outputs(
+    variant: str | None, weights: str | None, cache_dir: Path | None
+) -> tuple[tuple[float | str, str], ...]:
+    """What --save-scales writes besides the image, by the network the weights hold: MIMO-UNet's
+    1/2 and 1/4 scales, XYDeblur's two residuals (registry.Architecture.sides). Read from the
+    weights' keys before any image, so that every output name is known when the batch is planned."""
+    v = get_variant(variant or DEFAULT_VARIANT)
+    if weights is None:
+        return v.arch.sides
+    from mimocli.checkpoints import read_state_dict
+    from mimocli.registry import detect_variant
+    from mimocli.weights import resolve_weights
+
+    return detect_variant(read_state_dict(resolve_weights(v, weights, cache_dir))).arch.sides
 
 
 def say(text: str) -> None:
@@ -146,12 +165,14 @@ def deblur(
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     photo = PhotoOptions(overwrite, skip_existing, save_scales, compare, quality, max_pixels)
+    with fail_on_error():
+        get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
+        sides = side_outputs(variant, weights, cache_dir) if save_scales else ()
     try:
-        jobs = plan_jobs(inputs, output, recursive)
+        jobs = plan_jobs(inputs, output, recursive, sides) if sides else plan_jobs(inputs, output, recursive)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="-o") from None
     with fail_on_error():
-        get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
         clash = collision(jobs, save_scales, compare)
         if clash:
             path, a, b = clash

@@ -88,7 +88,6 @@ def train_command(
     `mimo deblur --weights` loads."""
     import torch  # and the rest: imported when the command runs, not for --help
 
-    from mimocli.arch import MIMOUNet
     from mimocli.device import resolve_device, reuse_freed_memory
     from mimocli.train import TrainOptions, train
     from mimocli.weights import load_model
@@ -133,7 +132,7 @@ def train_command(
             model = load_model(name, "cpu", file)
         else:
             torch.manual_seed(seed)
-            model = MIMOUNet(v.num_res, v.base_channel)
+            model = v.arch.build(v.num_res, v.base_channel)
     if synthesize:
         data = [_synthesize(data[0], out_dir / "synth", seed)]
     with warnings_to_stderr(quiet):

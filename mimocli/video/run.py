@@ -20,6 +20,7 @@ from mimocli.engine import Deblurrer
 from mimocli.errors import OutputError, VideoError
 from mimocli.paths import SCALE_NAMES
 from mimocli.settings import RunSettings
+from mimocli.tiling import SCALES
 
 from .encoding import CONTAINERS, GLOBAL_HEADER_FORMAT, StreamSpec, encoder_threads, encoding_plan
 from .folder import FrameFolder, Source, no_frames, open_source
@@ -38,6 +39,7 @@ class SegmentExecutor(Protocol):
     each job is jobs.segment_job, the function a local run runs."""
 
     fingerprint: str  # the model's (model_fingerprint), for the manifest
+    output_scales: tuple[int, ...]  # the network's outputs' sizes as divisors (Deblurrer.scales)
 
     @property
     def retries(self) -> int:
@@ -247,6 +249,12 @@ def run_video(
         run = executor.settle(source.total, source.height, source.width, recorded_tile)
         fingerprint, summary.settings = executor.fingerprint, run.report()
     summary.tile = int(run.tile)
+    scales = executor.output_scales if executor is not None else d.scales if d is not None else SCALES
+    if options.save_scales and scales != SCALES:
+        raise VideoError(
+            f"{out_path}: --save-scales writes the 1/2 and 1/4 scale videos, which only MIMO-UNet makes",
+            "drop --save-scales (mimo deblur --save-scales writes XYDeblur's residuals of a photo)",
+        )
     done = work.done() if resuming else 0
     plan = make_plan(source, out_path, options, run, summary, index=bool(done) or executor is not None)
 
