@@ -49,11 +49,13 @@ def test_bench_json_is_consistent_with_itself():
 def test_bench_variants_batches_and_no_baseline():
     info = _bench_json("--variant", "all", "--no-baseline", "--batch", "2", "--precision", "fp32", "--no-compile")
     rows = info["results"]
-    assert [(r["variant"], r["mode"]) for r in rows] == [("mimo-unet", "fast"), ("mimo-unet-plus", "fast")]
+    names = [(r["variant"], r["mode"]) for r in rows]
+    assert names == [("mimo-unet", "fast"), ("mimo-unet-plus", "fast"), ("xydeblur", "fast")]
     assert all(r["batch"] == 2 and r["precision"] == "fp32" and r["speedup"] is None for r in rows)
     # per-frame figures: a batch's time divided by its frames, TFLOP/s counted per frame
-    plus = rows[1]
+    plus, xy = rows[1], rows[2]
     assert plus["tflops"] == pytest.approx(4.24 * 64 * 48 / (1280 * 720) / (plus["median_ms"] / 1000))
+    assert xy["tflops"] == pytest.approx(1.93 * 64 * 48 / (1280 * 720) / (xy["median_ms"] / 1000))
 
 
 def test_bench_table_and_errors(tmp_path):

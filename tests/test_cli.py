@@ -201,7 +201,7 @@ def test_weights_commands(tmp_path, tiny_weights):
     assert r.exit_code == 0, r.output
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert Path(r.stdout.strip()).name == f"MIMO-UNet-{digest[:12]}.safetensors"
-    assert "mimo-unet (8 blocks of 32 channels), kept apart" in r.stderr
+    assert "mimo-unet (MIMO-UNet with 8 blocks of 32 channels), kept apart" in r.stderr
     rows = json.loads(run("weights", "list", "--json").stdout)
     assert not rows[0]["cached"]
     mine = rows[-1]

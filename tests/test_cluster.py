@@ -69,6 +69,27 @@ def test_photos_on_the_cluster_are_the_local_run(cluster, tmp_path, tiny_weights
     assert not any(p.name.endswith(".part") for p in (tmp_path / "ray").iterdir())
 
 
+def test_xydeblur_on_the_cluster_is_the_local_run(cluster, tmp_path):
+    """The second network: recognised from its weights on every replica; its residuals written too."""
+    from safetensors.torch import save_file
+
+    from .test_xydeblur import tiny_xy
+
+    weights = tmp_path / "xy.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_xy().state_dict().items()}, weights)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(3):
+        write_image(pics / f"p{i}.png", photo(48, 64, seed=i))
+    common = ("-w", weights, "--device", "cpu", "--threads", "1", "--save-scales", "-q")
+    assert run("deblur", pics, "-o", tmp_path / "local", *common).exit_code == 0
+    remote = run("deblur", pics, "-o", tmp_path / "ray", *common, "--ray", "local")
+    assert remote.exit_code == 0, remote.output
+    files = _files(tmp_path / "ray")
+    assert len(files) == 9 and "p0_deblurred_residual-x.png" in files
+    assert files == _files(tmp_path / "local")
+
+
 def test_skip_existing_after_a_partial_run_does_only_what_is_missing(cluster, tmp_path, tiny_weights):
     pics = _photos(tmp_path / "pics", n=4)
     (pics / "broken.png").unlink()

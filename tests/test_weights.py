@@ -168,6 +168,92 @@ def test_tampered_cache_is_an_error_not_reused(drive):
     verify_cached(path)
 
 
+@pytest.fixture
+def authors_site(monkeypatch, tmp_path_factory) -> Iterator[Server]:
+    """The XYDeblur authors' file as a plain https URL would serve it (here http on 127.0.0.1): a
+    pickle {'model': sd} under its git blob SHA-1, registered in place of the GitHub URL."""
+    import dataclasses
+
+    from mimocli import registry
+    from mimocli.downloads import git_blob_sha1
+    from mimocli.xydeblur import XYDeblur
+
+    torch.manual_seed(2)
+    path = tmp_path_factory.mktemp("xy") / "pretrained_model.pkl"
+    torch.save({"model": XYDeblur().state_dict()}, path)  # the published shape: 6 blocks of 32 channels
+    server = Server(path.read_bytes())
+    entry = registry.load_registry()["xydeblur"]
+    assert entry.sources[0].startswith("https://github.com/Seowon-Ji/XYDeblur/raw/")
+    local = dataclasses.replace(entry, sources=(server.url + "?id=xydeblur",), git_blob_sha1=git_blob_sha1(path))
+    monkeypatch.setitem(registry._entries(), "xydeblur", local)
+    yield server
+    server.close()
+
+
+def test_the_authors_url_is_downloaded_checked_by_its_git_blob_id_and_cached(authors_site):
+    from mimocli.xydeblur import XYDeblur
+
+    path = download_weights("xydeblur")
+    record = verify_cached(path)
+    assert record["source"].endswith("?id=xydeblur") and record["architecture"] == "xydeblur"
+    assert record["source_sha256"] == hashlib.sha256(authors_site.payload).hexdigest()
+    assert not (cache_dir() / "downloads" / "XYDeblur.pkl").exists()
+    n = len(authors_site.requests)
+    model = load_model("xy", "cpu")
+    assert isinstance(model, XYDeblur) and len(authors_site.requests) == n  # cached: no network
+
+
+def test_a_wrong_git_blob_id_is_refused_and_nothing_kept(authors_site, monkeypatch):
+    import dataclasses
+
+    from mimocli import registry
+
+    entry = registry._entries()["xydeblur"]
+    monkeypatch.setitem(registry._entries(), "xydeblur", dataclasses.replace(entry, git_blob_sha1="0" * 40))
+    with pytest.raises(IntegrityError, match="git blob SHA-1 .* is not the published 000000000000"):
+        download_weights("xydeblur")
+    assert not (cache_dir() / "xydeblur.safetensors").exists()
+    assert not any((cache_dir() / "downloads").glob("*"))
+
+
+def test_a_cut_transfer_from_the_authors_url_is_resumed(authors_site):
+    authors_site.cut_first = True
+    path = download_weights("xydeblur")
+    assert any(r and r.startswith("bytes=") and r != "bytes=0-" for _, r in authors_site.requests)
+    assert verify_cached(path)["source_sha256"] == hashlib.sha256(authors_site.payload).hexdigest()
+
+
+def test_the_authors_url_offline_or_unreachable_says_how(authors_site, monkeypatch):
+    import dataclasses
+
+    from mimocli import registry
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="mimo weights download xydeblur"):
+        resolve_weights("xydeblur")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    entry = registry._entries()["xydeblur"]
+    gone = dataclasses.replace(entry, sources=("http://127.0.0.1:9/XYDeblur.pkl",))  # nothing listens on port 9
+    monkeypatch.setitem(registry._entries(), "xydeblur", gone)
+    with pytest.raises(OfflineError, match="could not download weights for xydeblur.*cannot reach 127.0.0.1:9"):
+        resolve_weights("xydeblur")
+
+
+def test_git_blob_id_is_what_git_hash_object_prints(tmp_path):
+    import shutil
+    import subprocess
+
+    from mimocli.downloads import git_blob_sha1
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"hello\n")
+    assert git_blob_sha1(f) == "ce013625030ba8dba906f756967f9e9ca394464a"  # git's own example
+    if shutil.which("git"):
+        f.write_bytes(bytes(range(256)) * 1000)
+        done = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True)
+        assert git_blob_sha1(f) == done.stdout.strip()
+
+
 def test_offline_without_cache_says_how(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineError, match="mimo weights download mimo-unet-plus.*--weights PATH"):

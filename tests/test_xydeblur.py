@@ -58,7 +58,7 @@ def test_the_network_gives_the_upstream_outputs(reference):
 
 def test_each_architecture_is_recognised_from_its_weights_and_a_foreign_one_refused(reference):
     manifest = json.loads((reference / "state_dict_manifest.json").read_text())
-    shapes = {k: shape for k, shape in manifest["tensors"]}  # the authors' keys, shapes only
+    shapes = dict(manifest["tensors"])  # the authors' keys, shapes only
     v = detect_variant(shapes)
     assert (v.name, v.architecture, v.num_res, v.base_channel) == ("xydeblur", "xydeblur", 6, 32)
     assert detect_variant({f"module.{k}": t for k, t in shapes.items()}).name == "xydeblur"

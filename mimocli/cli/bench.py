@@ -35,9 +35,10 @@ def parse_size(value: str) -> tuple[int, int]:
 
 
 def variants_for(name: str) -> list[Variant]:
-    """'all' is MIMO-UNet and MIMO-UNet+ (the two architectures); anything else one variant."""
+    """'all' is MIMO-UNet, MIMO-UNet+ and XYDeblur (the networks with published weights, each at
+    its published shape); anything else one variant."""
     if name.strip().lower() == "all":
-        return [v for v in VARIANTS if v.name in ("mimo-unet", "mimo-unet-plus")]
+        return [v for v in VARIANTS if v.name in ("mimo-unet", "mimo-unet-plus", "xydeblur")]
     return [get_variant(name)]
 
 
@@ -102,7 +103,7 @@ def bench(
         "--variant",
         "-m",
         callback=options.parse_variant_or_all,
-        help="base, plus, plusplus, any variant name, or all (base and plus).",
+        help="base, plus, plusplus, xydeblur, any variant name, or all (base, plus and xydeblur).",
     ),
     run: RunSettings = RunSettings(),  # noqa: B008  (the run options take its place)
     sizes: list[str] = typer.Option(["1280x720"], "--size", "-s", help="Frame size WxH; repeat for several."),

@@ -84,8 +84,8 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Train MIMO-UNet on blurry/sharp pairs with the paper's recipe; export weights that
-    `mimo deblur --weights` loads."""
+    """Train MIMO-UNet (or XYDeblur, --variant xydeblur) on blurry/sharp pairs with the paper's
+    recipe; export weights that `mimo deblur --weights` loads."""
     import torch  # and the rest: imported when the command runs, not for --help
 
     from mimocli.device import resolve_device, reuse_freed_memory

@@ -112,7 +112,5 @@ def import_(
         if as_variant
         else "kept apart from the registered weights: use it with --weights, or import it --as a variant"
     )
-    err.print(
-        f"{file}: {variant.name} ({variant.num_res} blocks of {variant.base_channel} channels), {where}", markup=False
-    )
+    err.print(f"{file}: {variant.name} ({variant.shape()}), {where}", markup=False)
     out.print(str(path), markup=False)
