@@ -58,6 +58,22 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
+def read_shapes(path: str | os.PathLike[str]) -> dict[str, list[int]]:
+    """The keys and shapes of a weights file, for recognising its network (registry.detect_variant)
+    without loading it: a safetensors file's header only; a pickle is read whole (read_state_dict).
+    Raises WeightsError as read_state_dict does."""
+    p = Path(path)
+    if p.suffix == ".safetensors" and p.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(p, framework="pt") as f:
+                return {k.removeprefix("module."): list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{p}: not a readable safetensors file ({e})") from e
+    return {k: list(v.shape) for k, v in read_state_dict(p).items()}
+
+
 def _pickle_problem(error: Exception) -> str:
     """What is wrong with a pickle, in a few words: the object it tried to build, if that is
     why (never PyTorch's advice to load it unsafely), else the first line of the error."""

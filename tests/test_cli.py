@@ -192,7 +192,8 @@ def test_weights_commands(tmp_path, tiny_weights):
 
     r = run("weights", "list", "--json")
     rows = json.loads(r.stdout)
-    assert [x["name"] for x in rows] == ["mimo-unet", "mimo-unet-plus", "mimo-unet-plus-realblur", "mimo-unet-lite"]
+    names = [x["name"] for x in rows]
+    assert names == ["mimo-unet", "mimo-unet-plus", "mimo-unet-plus-realblur", "mimo-unet-lite", "xydeblur"]
     assert not any(x["cached"] for x in rows if not x["bundled"])
     ckpt = tmp_path / "MIMO-UNet.pkl"
     torch.save({"model": MIMOUNet(8).state_dict()}, ckpt)

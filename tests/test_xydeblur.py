@@ -162,3 +162,28 @@ def test_training_uses_the_papers_loss_and_exports_weights_recognised_as_xydeblu
     assert detect_variant(load_file(exported)).architecture == "xydeblur"
     r = run("deblur", data / "s0" / "blur" / "000001.png", "-o", tmp_path / "t.png", "-w", exported, "-q")
     assert r.exit_code == 0, r.output
+    # The command line: --variant xydeblur trains the network at its published shape from scratch.
+    r = run("train", data, "-o", tmp_path / "cli", "--variant", "xy", "-n", "1", "-b", "1", "--crop", "32", "--json")
+    assert r.exit_code == 0, r.output
+    trained = load_file(tmp_path / "cli" / "model.safetensors")
+    assert (detect_variant(trained).name, len(trained)) == ("xydeblur", 160)
+
+
+def test_the_python_api_and_mimo_quantize_take_it(tmp_path, xy_weights):
+    import mimocli
+
+    model = mimocli.load_model(weights=xy_weights)  # recognised from its keys
+    assert isinstance(model, XYDeblur) and (model.num_res, model.base_channel) == (1, 8)
+    sharp = mimocli.deblur(photo(40, 56), weights=xy_weights, device="cpu")
+    assert sharp.shape == (40, 56, 3) and sharp.dtype == np.uint8
+    src = write_image(tmp_path / "a.png", photo(16, 16))
+    r = run("deblur", src, "--dry-run", "--save-scales", "--json", "-w", xy_weights)  # the header read, nothing loaded
+    assert r.exit_code == 0, r.output
+    assert [Path(p).name for p in json.loads(r.stdout)["writes"]] == [
+        "a_deblurred.png",
+        "a_deblurred_residual-x.png",
+        "a_deblurred_residual-y.png",
+    ]
+    r = run("quantize", "-w", xy_weights, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert all(v > 25 for v in json.loads(r.stdout)["psnr_vs_float"].values())

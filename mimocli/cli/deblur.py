@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
-from mimocli.errors import ImageError, MimoError, OutputError
+from mimocli.errors import ImageError, MimoError, OutputError, WeightsError
 from mimocli.paths import Job, collision, plan_jobs, targets
 from mimocli.registry import DEFAULT_VARIANT, Variant, get_variant
 from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, ProgressFn, RunSettings
@@ -106,19 +106,30 @@ def make_cluster(
 
 
 def side_outputs(
-    variant: str | None, weights: str | None, cache_dir: Path | None
+    variant: str | None, weights: str | None, cache_dir: Path | None, dry_run: bool = False
 ) -> tuple[tuple[float | str, str], ...]:
     """What --save-scales writes besides the image, by the network the weights hold: MIMO-UNet's
-    1/2 and 1/4 scales, XYDeblur's two residuals (registry.Architecture.sides). Read from the
-    weights' keys before any image, so that every output name is known when the batch is planned."""
+    1/2 and 1/4 scales, XYDeblur's two residuals (registry.Architecture.sides), so that every
+    output name is known when the batch is planned. Read from the keys of the weights (a
+    safetensors file's header only); a dry run fetches nothing and loads no pickle: where the
+    keys cannot be had that way, it names the outputs of the variant's network."""
+    from mimocli.checkpoints import read_shapes
+    from mimocli.registry import detect_variant
+
     v = get_variant(variant or DEFAULT_VARIANT)
     if weights is None:
         return v.arch.sides
-    from mimocli.checkpoints import read_state_dict
-    from mimocli.registry import detect_variant
+    if dry_run:
+        path = Path(weights).expanduser()
+        if path.suffix != ".safetensors" or not path.is_file():
+            return v.arch.sides
+        try:
+            return detect_variant(read_shapes(path)).arch.sides
+        except WeightsError:
+            return v.arch.sides
     from mimocli.weights import resolve_weights
 
-    return detect_variant(read_state_dict(resolve_weights(v, weights, cache_dir))).arch.sides
+    return detect_variant(read_shapes(resolve_weights(v, weights, cache_dir))).arch.sides
 
 
 def say(text: str) -> None:
@@ -167,7 +178,7 @@ def deblur(
     photo = PhotoOptions(overwrite, skip_existing, save_scales, compare, quality, max_pixels)
     with fail_on_error():
         get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
-        sides = side_outputs(variant, weights, cache_dir) if save_scales else ()
+        sides = side_outputs(variant, weights, cache_dir, dry_run) if save_scales else ()
     try:
         jobs = plan_jobs(inputs, output, recursive, sides) if sides else plan_jobs(inputs, output, recursive)
     except ValueError as e:
