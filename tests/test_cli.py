@@ -373,6 +373,44 @@ def test_shell_completion_completes_commands_and_options():
     assert "_mimo_completion" in done.stdout, (done.returncode, done.stderr[-2000:])
 
 
+def test_every_command_lists_every_variant_and_says_the_default():
+    for command in ("deblur", "video", "eval", "serve"):
+        r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        text = flat(r.stdout)
+        assert "mimo-unet-lite (lite; bundled, works offline)" in text and "xydeblur (xy)" in text, command
+        assert "Default: mimo-unet-plus, or mimo-unet-lite where that cannot be had" in text, command
+
+
+def test_on_a_terminal_the_bar_reads_right_and_results_go_above_it(tmp_path, tiny_weights):
+    """A real pseudo-terminal for stdout and stderr, as a shell gives: the bar's markup is drawn,
+    not printed, and each result line clears the bar's line first instead of landing inside it."""
+    import pty
+
+    src = write_image(tmp_path / "shot[final].png", photo(48, 64))
+    mimo = str(Path(sys.executable).with_name("mimo"))
+    main, child = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
+    args = [mimo, "deblur", str(src), "-w", str(tiny_weights), "--compare", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdin=child, stdout=child, stderr=child, env=env, close_fds=True)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "[progress.description]" not in text and "[bold]" not in text
+    assert "\x1b[1mshot[final].png" in text  # the file's name in bold, verbatim
+    for path in (tmp_path / "shot[final]_deblurred.png", tmp_path / "shot[final]_compare.png"):
+        assert f"\x1b[2K{path}" in text  # on a line of its own, the bar cleared first
+
+
 def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
     """Under nohup, docker or CI a bar cannot be drawn; a long run must still say how far it is."""
     from .clips import make_clip, small_weights

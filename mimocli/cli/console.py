@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -41,6 +41,34 @@ def print_table(table: Table) -> None:
     """A table on stdout at the terminal's width, or WIDE columns into a file or pipe."""
     console = out if out.is_terminal else Console(highlight=False, width=WIDE)
     console.print(table)
+
+
+_DRAWN: list[Progress] = []  # the bars being drawn on the terminal now
+
+
+class BarProgress(Progress):
+    """A bar on the terminal that knows it is being drawn, so that results can go above it."""
+
+    def start(self) -> None:
+        super().start()
+        if not self.disable:
+            _DRAWN.append(self)
+
+    def stop(self) -> None:
+        if self in _DRAWN:
+            _DRAWN.remove(self)
+        super().stop()
+
+
+def result(line: str) -> None:
+    """A result line (a path, a JSON record) for stdout. While a bar is drawn and stdout is the
+    same terminal, it goes above the bar through the bar's own console, which clears and redraws
+    the bar around it (Rich's consoles write past each other's redirection, so a line printed on
+    the other would land inside the bar); into a file or a pipe it goes straight to stdout."""
+    if _DRAWN and out.is_terminal:
+        _DRAWN[-1].console.print(line, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def report(error: MimoError | str, quiet: bool = False) -> None:
@@ -104,15 +132,17 @@ def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progres
     """A transient bar on stderr on a terminal; off one, a plain line every MIMO_PROGRESS_SECONDS
     (30); nothing with --quiet."""
     kwargs: dict[str, Any] = {"console": err, "transient": True}
+    # The description as a column of its own, not a format string: Rich renders a string column
+    # with the console's markup setting, which is off here (paths are verbatim), and the bar then
+    # read "[progress.description][bold]photo.jpg".
+    description = TextColumn("[progress.description]{task.description}", markup=True)
     if quiet or err.is_terminal:
-        return Progress("[progress.description]{task.description}", BarColumn(), *columns, disable=quiet, **kwargs)
+        return BarProgress(description, BarColumn(), *columns, disable=quiet, **kwargs)
     try:
         interval = float(os.environ.get(PROGRESS_ENV) or PROGRESS_SECONDS)
     except ValueError:
         interval = PROGRESS_SECONDS
-    return PlainProgress(
-        "[progress.description]{task.description}", *columns, disable=True, interval=max(interval, 0.1), **kwargs
-    )
+    return PlainProgress(description, *columns, disable=True, interval=max(interval, 0.1), **kwargs)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a comma
     from mimocli.weights import LoadedWeights
 
 from . import options
-from .console import app, err, fail_on_error, out, progress_bar, report, warnings_to_stderr
+from .console import app, err, fail_on_error, out, progress_bar, report, result, warnings_to_stderr
 from .weights import byte_progress
 
 
@@ -357,7 +357,9 @@ def _emit(
     as_json: bool, job: Job, status: str, info: dict[str, object] | None, scales: bool = False, compare: bool = False
 ) -> None:
     if status == "ok" and not as_json:
-        out.print(str(job.output))
+        result(str(job.output))
+        if compare and job.compare is not None:
+            result(str(job.compare))
         return
     if not as_json:
         return
@@ -367,4 +369,4 @@ def _emit(
     if compare and job.compare is not None:
         record["compare"] = str(job.compare)
     record.update(info or {})
-    out.print(json.dumps(record), markup=False, highlight=False)
+    result(json.dumps(record))

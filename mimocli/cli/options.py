@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import typer
 
 from mimocli.errors import WeightsError
-from mimocli.registry import get_variant
+from mimocli.registry import BUNDLED_VARIANT, DEFAULT_VARIANT, VARIANTS, get_variant
 from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, ClusterSettings, RunSettings
 
 
@@ -44,13 +44,22 @@ def parse_variant_or_all(value: str | None) -> str | None:
     return value if value is not None and value.strip().lower() == "all" else parse_variant(value)
 
 
-VARIANT = typer.Option(
-    None,
-    "--variant",
-    "-m",
-    callback=parse_variant,
-    help="mimo-unet (base), mimo-unet-plus (plus), mimo-unet-plus-plus, mimo-unet-plus-realblur.",
-)
+def _variants_help() -> str:
+    """Every variant with its aliases, the bundled one marked, and the default: from the registry."""
+    bundled = get_variant(BUNDLED_VARIANT).name
+    names = [
+        f"{v.name} ({', '.join(v.aliases)}{'; bundled, works offline' if v.name == bundled else ''})"
+        if v.aliases
+        else v.name
+        for v in VARIANTS
+    ]
+    return (
+        f"{', '.join(names)}. Default: {DEFAULT_VARIANT}, or {bundled} where that cannot be had "
+        "(with a warning). With --weights, the weights decide."
+    )
+
+
+VARIANT = typer.Option(None, "--variant", "-m", callback=parse_variant, help=_variants_help(), show_default=False)
 WEIGHTS = typer.Option(
     None,
     "--weights",
