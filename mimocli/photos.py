@@ -4,6 +4,7 @@ this one job. Never prints: problems are raised, remarks go through ``warnings``
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Set
@@ -72,6 +73,10 @@ def check_job(job: Job, options: PhotoOptions, sources: Set[Path] = frozenset())
             raise OutputError(f"{job.output}: already exists", "pass --overwrite to replace it or --skip-existing")
     if options.compare and job.compare is not None and job.compare.exists() and not options.overwrite:
         raise OutputError(f"{job.compare}: already exists", "pass --overwrite to replace it")
+    folder = next((p for p in (job.output.parent, *job.output.parent.parents) if p.exists()), None)
+    if folder is not None and folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        # Found now, before the photo is read and deblurred, not when its result is written.
+        raise OutputError(f"{job.output}: the folder {folder} is not writable", "choose another -o folder")
     return "run"
 
 

@@ -373,6 +373,48 @@ def test_shell_completion_completes_commands_and_options():
     assert "_mimo_completion" in done.stdout, (done.returncode, done.stderr[-2000:])
 
 
+def test_nothing_to_do_fails_at_once_without_torch(tmp_path):
+    """Inputs that cannot even be tried are refused before torch is imported or weights loaded:
+    here torch cannot be imported at all, and the error is still one clean line."""
+    blocker = tmp_path / "block" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "block")}
+    args = [sys.executable, "-m", "mimocli", "deblur", str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "missing.jpg: no such file" in done.stderr and "none*.png: no file matches this pattern" in done.stderr
+
+
+def test_video_refuses_before_loading_any_weights(tmp_path):
+    from .clips import make_clip
+
+    no_weights = tmp_path / "none.safetensors"  # loading it would be the error, were it loaded first
+    r = run("video", tmp_path / "missing.mp4", tmp_path / "out.mp4", "-w", no_weights)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "missing.mp4: no such file" in r.stderr
+    clip = make_clip(tmp_path / "in.mp4", frames=6)
+    r = run("video", clip, tmp_path / "out.mp4", "--start", "10", "-w", no_weights)
+    assert r.exit_code == 1 and "--start 10 s is at or past the end" in r.stderr and "weights" not in r.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_any_work(tmp_path, tiny_weights, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: Path(p) != locked and real(p, mode, **kw)
+    )  # as for a non-root user
+    src = write_image(tmp_path / "a.png", photo(16, 16))
+    r = run("deblur", src, "-o", locked, "-w", tiny_weights, "--json")
+    assert r.exit_code == 1 and f"the folder {locked} is not writable" in r.stderr
+    assert json.loads(r.stdout)["status"] == "failed" and "seconds" not in r.stdout  # refused, not deblurred
+    from .clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", frames=6)
+    r = run("video", clip, locked / "out.mp4", "-w", tmp_path / "none.safetensors")
+    assert r.exit_code == 1 and "is not writable" in r.stderr
+
+
 def test_every_command_lists_every_variant_and_says_the_default():
     for command in ("deblur", "video", "eval", "serve"):
         r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}, terminal_width=200)

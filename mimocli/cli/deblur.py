@@ -105,6 +105,19 @@ def make_cluster(
         return Cluster(settings, loaded, run, cache_dir)
 
 
+def _refuse_when_nothing_can_run(inputs: list[str], output: str | None, recursive: bool) -> None:
+    """When no input can even be tried (missing files, empty folders, patterns matching
+    nothing), say so for each and exit 1 at once, before torch and the weights are loaded."""
+    try:
+        jobs = plan_jobs(inputs, output, recursive)
+    except ValueError:
+        return  # the real planning reports it as a usage error
+    if jobs and all(j.error for j in jobs):
+        for j in jobs:
+            report(ImageError(f"{j.input}: {j.error}", "check the path"))
+        raise typer.Exit(1)
+
+
 def side_outputs(
     variant: str | None, weights: str | None, cache_dir: Path | None, dry_run: bool = False
 ) -> tuple[tuple[float | str, str], ...]:
@@ -171,10 +184,11 @@ def deblur(
     ),
 ) -> None:
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
-    from mimocli.photos import PhotoOptions
-
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
+    _refuse_when_nothing_can_run(inputs, output, recursive)
+    from mimocli.photos import PhotoOptions  # torch, OpenCV: only once there is something to do
+
     photo = PhotoOptions(overwrite, skip_existing, save_scales, compare, quality, max_pixels)
     with fail_on_error():
         get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work

@@ -120,7 +120,7 @@ def video(
     ),
 ) -> None:
     """Deblur a video frame by frame; sound, subtitles, timing and colours stay as they were."""
-    from mimocli.video import VideoOptions, WorkDir, deblur_video, recorded_choices  # PyAV, torch: now
+    from mimocli.video import VideoOptions, WorkDir, deblur_video, preflight, recorded_choices  # PyAV, torch
 
     video_options = VideoOptions(
         codec=codec,
@@ -165,6 +165,12 @@ def video(
         if plan.get("resumes_from"):
             out.print(f"  resumes after {plan['resumes_from']} finished frame(s)", markup=False)
         return
+    # What can be refused is refused now, before the weights are fetched and loaded.
+    try:
+        preflight(input, output, video_options)
+    except MimoError as e:
+        report(e)
+        raise typer.Exit(1) from None
     # A resumed run takes the precision its interrupted run chose, instead of measuring again.
     recorded = recorded_choices(output, video_options)
     if run.precision == "auto" and isinstance(recorded.get("precision"), str):

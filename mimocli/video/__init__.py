@@ -38,7 +38,7 @@ from .encoding import CONTAINERS, choose_pix_fmt, resolve_codec
 from .folder import open_source
 from .options import VideoOptions, VideoSummary
 from .plan import VideoPlan
-from .run import SegmentExecutor, deblur_video, plan_video, recorded_choices
+from .run import SegmentExecutor, deblur_video, plan_video, preflight, recorded_choices
 from .segments import WorkDir
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "deblur_video",
     "open_source",
     "plan_video",
+    "preflight",
     "recorded_choices",
     "resolve_codec",
 ]

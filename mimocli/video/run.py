@@ -120,6 +120,20 @@ def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> d
     return {k: old[k] for k in ("precision", "tile") if k in old}
 
 
+def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions) -> None:
+    """Everything that can be refused before a model is loaded: the request (check_request), the
+    input opened and probed as the run will (missing, unreadable, no video stream, --start past
+    the end) and an output folder that cannot be written. Raises VideoError or OutputError."""
+    src_path, out_path = Path(input), Path(output)
+    check_request(src_path, out_path, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the run opens it again and says them once
+        open_source(src_path, options).close()
+    folder = out_path if options.png_frames and out_path.is_dir() else out_path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{out_path}: the folder {folder} is not writable", "choose another output folder")
+
+
 def check_request(src_path: Path, out_path: Path, options: VideoOptions) -> None:
     """What can be refused before any file is opened. Raises VideoError or OutputError."""
     if options.checkpoint < 1:
