@@ -40,6 +40,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     and ``module.`` prefixes are removed. Raises WeightsError when the file holds no state dict.
     """
     p = Path(path)
+    if p.is_dir():
+        found = sorted(q.name for q in p.iterdir() if q.suffix in (".safetensors", *PICKLE_SUFFIXES))
+        which = f" (it holds {', '.join(found[:3])})" if found else ""
+        raise WeightsError(f"{p}: is a folder, not a weights file{which}", "pass the weights file itself to --weights")
     if not p.is_file():
         raise WeightsError(f"{p}: no such weights file", "check the path given to --weights")
     if p.suffix == ".safetensors":

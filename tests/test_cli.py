@@ -482,6 +482,52 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
 
 
+def test_ctrl_c_says_what_was_done_and_how_to_go_on(tmp_path):
+    import signal
+    import time
+
+    from .clips import small_weights
+
+    weights = small_weights(tmp_path / "w.safetensors", width=32)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(40):
+        write_image(pics / f"p{i:02d}.png", photo(192, 256, seed=i))
+    args = [sys.executable, "-m", "mimocli", "deblur", str(pics), "-o", str(tmp_path / "out"), "-w", str(weights)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out").is_dir() or not any((tmp_path / "out").glob("*_deblurred.png")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Interrupted: " in stderr and "of 40 file(s) done" in stderr and "--skip-existing" in stderr
+    assert "Traceback" not in stderr
+    assert not [p for p in (tmp_path / "out").iterdir() if not p.name.endswith("_deblurred.png")]  # no parts left
+
+
+def test_plain_progress_lines_read_as_people_write():
+    from rich.progress import Progress
+
+    from mimocli.cli.console import plain_status
+
+    p = Progress()
+    big = p.add_task("frames", total=27270500)
+    p.update(big, completed=13631488)
+    assert plain_status(p.tasks[0]) == "frames: 13631488/27270500"  # not 1.36315e+07/2.72705e+07
+    download = p.add_task("weights", total=27270500, unit="bytes")
+    p.update(download, completed=13631488)
+    assert plain_status(p.tasks[1]) == "weights: 13.6/27.3 MB"
+    unknown = p.add_task("weights", total=None, unit="bytes")
+    p.update(unknown, completed=1200)
+    assert plain_status(p.tasks[2]) == "weights: 1.2 kB"
+
+
 def test_env_says_what_a_bug_report_needs(tmp_path):
     import av
     import torch

@@ -440,7 +440,11 @@ def test_killed_run_resumes_to_the_same_video(tmp_path):
     r = run("video", src, dst, "-w", weights, "--quiet", "--checkpoint", "8", "--batch", "2", *enc)
     assert r.exit_code == 1 and "pass --resume to continue it" in flat(r.stderr)
     r = run("video", src, dst, "-w", weights, "--quiet", "--checkpoint", "8", "--batch", "4", "--resume", *enc)
-    assert r.exit_code == 1 and "other settings (batch)" in flat(r.stderr)
+    assert r.exit_code == 1 and "other settings (--batch (2 then, 4 now))" in flat(r.stderr)
+    r = run(
+        "video", src, dst, "-w", weights, "-q", "--checkpoint", "8", "-b", "2", "--resume", *enc, "--pix-fmt", "yuv444p"
+    )
+    assert r.exit_code == 1 and "(--pix-fmt (yuv420p then, yuv444p now))" in flat(r.stderr)  # the flag, not "streams"
 
     r = run("video", src, dst, "-w", weights, "--checkpoint", "8", "--batch", "2", "--resume", "--json", *enc)
     assert r.exit_code == 0, r.output

@@ -254,6 +254,14 @@ def test_git_blob_id_is_what_git_hash_object_prints(tmp_path):
         assert git_blob_sha1(f) == done.stdout.strip()
 
 
+def test_a_folder_given_as_weights_is_named_as_such(tmp_path, tiny_weights):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(tiny_weights.read_bytes())
+    with pytest.raises(WeightsError, match=r"is a folder, not a weights file \(it holds model.safetensors\)"):
+        read_state_dict(folder)
+
+
 def test_offline_without_cache_says_how(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineError, match="mimo weights download mimo-unet-plus.*--weights PATH"):

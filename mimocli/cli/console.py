@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -117,15 +118,30 @@ class PlainProgress(Progress):
 
 
 def plain_status(task: Any) -> str:
-    """'name: 240/1000, 1.25/s, 10:08 left' for a rich Task."""
+    """'name: 240/1000, 1.25/s, 10:08 left' for a rich Task; a task with ``unit="bytes"`` in its
+    fields in human sizes ('weights: 13.6/27.3 MB, 4.1 MB/s, 0:03 left')."""
     name = Text.from_markup(str(task.description)).plain
-    done = f"{task.completed:g}" + (f"/{task.total:g}" if task.total else "")
-    rate = f", {task.speed:.3g}/s" if task.speed else ""
+    if task.fields.get("unit") == "bytes":
+        done = decimal(int(task.completed))
+        if task.total:
+            total = decimal(int(task.total))
+            if done.split()[-1] == total.split()[-1]:  # one unit for both: "13.6/27.3 MB"
+                done = done.rsplit(" ", 1)[0]
+            done += f"/{total}"
+        rate = f", {decimal(int(task.speed))}/s" if task.speed else ""
+    else:
+        done = _count(task.completed) + (f"/{_count(task.total)}" if task.total else "")
+        rate = f", {task.speed:.3g}/s" if task.speed else ""
     left = ""
     if task.time_remaining is not None:
         m, sec = divmod(int(task.time_remaining), 60)
         left = f", {m // 60}:{m % 60:02d}:{sec:02d} left" if m >= 60 else f", {m}:{sec:02d} left"
     return f"{name}: {done}{rate}{left}"
+
+
+def _count(value: float) -> str:
+    """A count as a person writes it: 13631488, not 1.36315e+07."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
 def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progress:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+from rich.text import Text
 
 from mimocli.errors import ImageError, MimoError, OutputError, WeightsError
 from mimocli.paths import Job, collision, plan_jobs, targets
@@ -220,56 +221,67 @@ def deblur(
         loaded.append(weights_used)
         return d
 
-    with warnings_to_stderr(quiet):
-        progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
-        with progress:
-            files_task = progress.add_task("files", total=len(jobs))
-            tiles_task = progress.add_task("tiles", total=None, visible=False)
+    try:
+        with warnings_to_stderr(quiet):
+            progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
+            with progress:
+                files_task = progress.add_task("files", total=len(jobs))
+                tiles_task = progress.add_task("tiles", total=None, visible=False)
 
-            def on_tiles(done: int, total: int | None) -> None:
-                progress.update(tiles_task, completed=done, total=total, visible=(total or 0) > 1)
+                def on_tiles(done: int, total: int | None) -> None:
+                    progress.update(tiles_task, completed=done, total=total, visible=(total or 0) > 1)
 
-            def starting(job: Job) -> None:
-                progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
+                def starting(job: Job) -> None:
+                    progress.update(files_task, description=f"[bold]{escape(job.input.name)}")
 
-            if cluster is None:
-                outcomes = _local(jobs, functools.cache(model), photo, sources, on_tiles, starting, loaded)
-            else:
-                outcomes = _on_cluster(
-                    jobs,
-                    photo,
-                    sources,
-                    lambda: make_cluster(cluster, variant, weights, cache_dir, run, quiet),
-                    ran,
-                    loaded,
-                )
-            for job, outcome in outcomes:
-                progress.update(files_task, advance=1)
-                progress.update(tiles_task, visible=False)
-                if isinstance(outcome, MimoError):
-                    counts["failed"] += 1
-                    report(outcome)
-                    _emit(as_json, job, "failed", {"error": str(outcome)})
-                    continue
-                if outcome.status == "skipped":
-                    counts["skipped"] += 1
-                    _emit(as_json, job, "skipped", None)
-                    continue
-                counts["ok"] += 1
-                if verbose:
-                    tiles = f"{outcome.tiles} tiles of {outcome.tile_size} px" if outcome.tiles > 1 else "whole"
-                    say(f"{job.input}: {outcome.width}x{outcome.height}, {tiles}, {outcome.seconds:.2f} s")
-                info = {
-                    "width": outcome.width,
-                    "height": outcome.height,
-                    "tiles": outcome.tiles,
-                    "tile": outcome.tile_size,
-                    "precision": outcome.precision,
-                    "seconds": round(outcome.seconds, 3),
-                    "fp32_fallbacks": outcome.fp32_fallbacks,
-                    "weights": loaded[0].to_dict(),
-                }
-                _emit(as_json, job, "ok", info, save_scales, compare)
+                if cluster is None:
+                    outcomes = _local(jobs, functools.cache(model), photo, sources, on_tiles, starting, loaded)
+                else:
+                    outcomes = _on_cluster(
+                        jobs,
+                        photo,
+                        sources,
+                        lambda: make_cluster(cluster, variant, weights, cache_dir, run, quiet),
+                        ran,
+                        loaded,
+                    )
+                for job, outcome in outcomes:
+                    progress.update(files_task, advance=1)
+                    progress.update(tiles_task, visible=False)
+                    if isinstance(outcome, MimoError):
+                        counts["failed"] += 1
+                        report(outcome)
+                        _emit(as_json, job, "failed", {"error": str(outcome)})
+                        continue
+                    if outcome.status == "skipped":
+                        counts["skipped"] += 1
+                        _emit(as_json, job, "skipped", None)
+                        continue
+                    counts["ok"] += 1
+                    if verbose:
+                        tiles = f"{outcome.tiles} tiles of {outcome.tile_size} px" if outcome.tiles > 1 else "whole"
+                        say(f"{job.input}: {outcome.width}x{outcome.height}, {tiles}, {outcome.seconds:.2f} s")
+                    info = {
+                        "width": outcome.width,
+                        "height": outcome.height,
+                        "tiles": outcome.tiles,
+                        "tile": outcome.tile_size,
+                        "precision": outcome.precision,
+                        "seconds": round(outcome.seconds, 3),
+                        "fp32_fallbacks": outcome.fp32_fallbacks,
+                        "weights": loaded[0].to_dict(),
+                    }
+                    _emit(as_json, job, "ok", info, save_scales, compare)
+    except KeyboardInterrupt:
+        done = counts["ok"] + counts["skipped"]
+        err.print(
+            Text.assemble(
+                ("Interrupted", "bold red"),
+                f": {done} of {len(jobs)} file(s) done; no output was left half-written. "
+                "Run the same command with --skip-existing to do the rest.",
+            )
+        )
+        raise typer.Exit(130) from None
     if ran and ran[0].retries:
         counts["retried after a worker died"] = ran[0].retries
     if not quiet:

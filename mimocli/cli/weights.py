@@ -27,7 +27,7 @@ CacheDir = typer.Option(
 def byte_progress(quiet: bool = False):  # type: ignore[no-untyped-def]
     """A rich download bar on stderr and the callback that feeds it."""
     progress = progress_bar(DownloadColumn(), TransferSpeedColumn(), quiet=quiet)
-    task = progress.add_task("weights", total=None)
+    task = progress.add_task("weights", total=None, unit="bytes")
 
     def update(done: int, total: int | None) -> None:
         progress.update(task, completed=done, total=total)

@@ -228,8 +228,52 @@ def _fingerprint(source: Source) -> dict[str, Any]:
     return {"path": str(source.path.resolve()), "size": s.st_size, "mtime_ns": s.st_mtime_ns}
 
 
+# What a user changes to change a manifest entry: its flag, or what else it stands for.
+_FLAGS = {
+    "model": "--variant/--weights",
+    "input": "the input file",
+    "device": "--device",
+    "precision": "--precision",
+    "channels_last": "--channels-last",
+    "compile": "--compile",
+    "ensemble": "--ensemble",
+    "tile": "--tile",
+    "tile_overlap": "--tile-overlap",
+    "batch": "--batch",
+    "checkpoint": "--checkpoint",
+    "start": "--start",
+    "end": "--end",
+    "codec": "--codec",
+    "pix_fmt": "--pix-fmt",
+    "threads": "--encoder-threads",
+    "crf": "--crf",
+    "preset": "--preset",
+    "size": "--save-scales",
+}
+
+
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """The settings that differ, as the flags that set them, with their values then and now:
+    "--crf (18 then, 20 now)"; the encoders' settings compared option by option."""
+    said: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "streams" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for sa, sb in zip(a, b, strict=True):
+                inner = {**sa, **sa.get("options", {})}
+                outer = {**sb, **sb.get("options", {})}
+                for k in sorted(set(inner) | set(outer)):
+                    if k != "options" and inner.get(k) != outer.get(k):
+                        said.append(f"{_FLAGS.get(k, k)} ({inner.get(k)} then, {outer.get(k)} now)")
+        elif key == "streams":
+            said.append("--save-scales")
+        elif key in ("model", "input"):
+            said.append(_FLAGS[key])
+        else:
+            said.append(f"{_FLAGS.get(key, key)} ({a} then, {b} now)")
+    return list(dict.fromkeys(said))
 
 
 def run_video(
