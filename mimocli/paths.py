@@ -45,6 +45,14 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE and not _is_ours(p))
 
 
+def _loops(p: Path) -> bool:
+    try:
+        p.resolve(strict=True)
+    except (RuntimeError, OSError) as e:
+        return isinstance(e, RuntimeError) or getattr(e, "errno", None) == 40  # ELOOP
+    return False
+
+
 def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
     """Each argument -> (file, the folder it was found in or None, error or None), in order,
     without duplicates. Folders give their images; globs are expanded; a missing path is kept with
@@ -53,13 +61,19 @@ def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, 
     out: list[tuple[Path, Path | None, str | None]] = []
 
     def add(p: Path, root: Path | None, error: str | None = None) -> None:
-        key = p.resolve()
+        try:
+            key = p.resolve()
+        except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+            key, error = p.absolute(), error or "a symbolic link that points back to itself: fix or remove the link"
         if key not in seen:
             seen.add(key)
             out.append((p, root, error))
 
     for arg in args:
         p = Path(arg).expanduser()
+        if p.is_symlink() and _loops(p):
+            add(p, None)
+            continue
         if p.is_dir():
             found = _images_in(p, recursive)
             if not found:

@@ -511,6 +511,17 @@ def test_ctrl_c_says_what_was_done_and_how_to_go_on(tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if not p.name.endswith("_deblurred.png")]  # no parts left
 
 
+def test_a_symlink_loop_among_inputs_is_one_line_and_the_batch_goes_on(tmp_path, tiny_weights):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    src = write_image(tmp_path / "ok.png", photo(16, 16))
+    r = run("deblur", tmp_path / "a", src, "-o", tmp_path / "out", "-w", tiny_weights, "--json")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "points back to itself: fix or remove the link" in flat(r.stderr)
+    statuses = {Path(json.loads(line)["input"]).name: json.loads(line)["status"] for line in r.stdout.splitlines()}
+    assert statuses == {"a": "failed", "ok.png": "ok"}
+
+
 def test_plain_progress_lines_read_as_people_write():
     from rich.progress import Progress
 

@@ -206,7 +206,7 @@ def deblur(
                 f"{path}: both {a.input} and {b.input} would be written there; nothing was done",
                 "deblur them in separate runs, each with its own -o folder",
             )
-    sources = {j.input.resolve() for j in jobs}
+    sources = {j.input.resolve() for j in jobs if not j.error}  # (a job with an error may not resolve: a loop)
     if dry_run:
         _dry_run(jobs, sources, photo, as_json)
         return
