@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -103,3 +105,68 @@ def test_the_page_starts_on_the_variant_asked_for_by_alias():
     app = build_app("lite")
     dropdowns = [b for b in app.blocks.values() if type(b).__name__ == "Dropdown"]
     assert [d.value for d in dropdowns] == ["mimo-unet-lite"]
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "mimo-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _status(url: str, data: bytes | None = None, **headers: str) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+def test_the_server_says_where_it_is_answers_only_its_own_page_and_leaves_nothing(tmp_path, tiny_weights):
+    """As a local server should: the URL printed at start; a request naming another host (DNS
+    rebinding) or sent by another site's page (a cross-site upload) refused; uploads over the
+    limit refused; a busy port one line; its temporary files gone after Ctrl-C."""
+    pytest.importorskip("gradio")
+    port = _free_port()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    env["TMPDIR"] = str(tmp)
+    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--max-upload-mb", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait(url, proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"Open {url} in a browser (Ctrl-C to stop)"
+        assert _status(url)[0] == 200
+        assert _status(url, Host="evil.example")[0] == 403  # a rebound DNS name
+        status, headers = _status(url, Origin="http://evil.example")
+        assert status == 403 and "evil.example" not in str(headers)
+        body, kind = _multipart("huge.png", b"\0" * 100)
+        upload = url + "gradio_api/upload"
+        assert _status(upload, body, **{"Content-Type": kind, "Origin": "http://evil.example"})[0] == 403
+        assert _status(upload, body, **{"Content-Type": kind, "Origin": url.rstrip("/")})[0] == 200
+        big, kind = _multipart("huge.png", os.urandom(2 << 20))
+        assert _status(upload, big, **{"Content-Type": kind, "Origin": url.rstrip("/")})[0] == 413  # over 1 MB
+        busy = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert busy.returncode == 1 and "Traceback" not in busy.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and f"--port {port + 1}" in busy.stderr
+        left = [p.name for p in tmp.iterdir()]
+        assert len(left) == 1 and left[0].startswith("mimo-serve-"), left  # one private folder for everything
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert list(tmp.iterdir()) == []  # uploads and results went with it
