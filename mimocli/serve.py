@@ -131,10 +131,11 @@ def serve(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the page until interrupted (``on_ready`` gets its URL just before it listens); nothing leaves this machine: Gradio's analytics off, no
-    share link, uploads and results in one private folder (mode 0700) that is removed on exit,
-    uploads over ``max_upload_mb`` refused, and only this server's own page answered
-    (LocalOnly). Raises OSError when the port cannot be had (the CLI checks first)."""
+    """Serve the page until interrupted (``on_ready`` gets its URL just before it listens).
+    Nothing leaves this machine: Gradio's analytics off, no share link, uploads and results in one
+    private folder (mode 0700) that is removed on exit, uploads over ``max_upload_mb`` refused,
+    and only this server's own page answered (LocalOnly). Raises OSError when the port cannot be
+    had (the CLI checks first)."""
     import shutil
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
