@@ -64,3 +64,34 @@ def test_installed_wheel_deblurs_offline_with_the_bundled_model(tmp_path):
     assert record["weights"]["name"] == "mimo-unet-lite"
     assert read_image(work / "shot_deblurred.png").pixels.shape == (48, 64, 3)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def _dry_run(*requirements: str) -> dict[str, str]:
+    """What pip would install for ``requirements`` in an empty environment (resolved on the index)."""
+    report = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report", "-"]
+        + list(requirements),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if report.returncode != 0:
+        pytest.skip(f"the package index cannot be reached here ({report.stderr.strip().splitlines()[-1:]})")
+    return {
+        i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+        for i in json.loads(report.stdout)["install"]
+    }
+
+
+@pytest.mark.slow
+def test_the_heif_extra_installed_after_the_serve_extra_keeps_gradios_pillow():
+    """`pip install "mimocli[serve]"`, then `"mimocli[heif]"` (as README shows): the second
+    must not need a Pillow that Gradio refuses. The heif extra alone must choose the same
+    pillow-heif as it does next to Gradio's Pillow; before the pin it chose 1.9, which needs
+    Pillow 13, and pip then upgraded Pillow past Gradio's bound."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (heif,) = extras["heif"]
+    gradio_pillow = "pillow<13"  # what Gradio 5 and 6 require
+    alone, beside_gradio = _dry_run(heif), _dry_run(heif, gradio_pillow)
+    assert alone["pillow-heif"] == beside_gradio["pillow-heif"], (alone, beside_gradio)
