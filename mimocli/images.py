@@ -62,11 +62,11 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     truncated or corrupt, or larger than ``max_pixels`` (a decompression bomb)."""
     p = Path(path)
     if not p.exists():
-        raise ImageError(f"{p}: no such file")
+        raise ImageError(f"{p}: no such file", "check the path")
     if p.is_dir():
         raise ImageError(f"{p}: is a folder", "pass --recursive or a file")
     if p.stat().st_size == 0:
-        raise ImageError(f"{p}: empty file")
+        raise ImageError(f"{p}: empty file", "the file holds no data: copy or export it again")
     if p.suffix.lower() in (".heic", ".heif"):
         _heif()
     limit = Image.MAX_IMAGE_PIXELS
@@ -117,16 +117,23 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         # Pillow reads no float colour TIFF (as HDR tools and scanners write them); OpenCV does.
         floats = _read_float_tiff(p)
         if floats is None:
-            raise ImageError(f"{p}: not an image, or a format we cannot read") from e
+            raise ImageError(
+                f"{p}: not an image, or a format we cannot read",
+                "convert it to PNG, JPEG or TIFF (8 or 16 bits, or floats in 0..1)",
+            ) from e
         pixels, fmt, raw_exif, icc, orientation, dpi, xmp, srgb = floats, "TIFF", None, None, 1, None, None, None
+    except PermissionError as e:
+        raise ImageError(f"{p}: cannot be read: permission denied", "check the file's permissions") from e
     except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
-        raise ImageError(f"{p}: truncated or corrupt image ({e})") from e
+        raise ImageError(
+            f"{p}: truncated or corrupt image ({e})", "the file is damaged or cut short: copy or export it again"
+        ) from e
     except Exception as e:  # a decoder bug on a malformed file is still one bad file
         raise ImageError(f"{p}: cannot be decoded ({type(e).__name__}: {e})", "the file may be damaged") from e
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if pixels.size == 0:
-        raise ImageError(f"{p}: image has no pixels")
+        raise ImageError(f"{p}: image has no pixels", "pass an image of at least 1x1 pixels")
     return ImageFile(apply_orientation(pixels, orientation), fmt, raw_exif, icc, dpi, xmp, srgb)
 
 
@@ -160,16 +167,34 @@ def _png_ihdr(path: Path) -> tuple[int, int]:
 
 
 def _read_float_tiff(path: Path) -> np.ndarray | None:
-    """A floating-point TIFF's pixels as 16-bit (see ``_from_float``), or None if it is none."""
+    """The pixels of a TIFF that Pillow cannot open (float colour, float16 or float64, 32-bit
+    integers: what HDR tools, scanners and scientific cameras write), read with tifffile: floats
+    as 16-bit (see ``_from_float``), integers in 0..65535 as 16-bit; None if it is no such TIFF.
+    Raises ImageError for integers outside 0..65535, whose brightness the file does not state."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return None
+    import tifffile
+
     try:
-        arr = _read_cv2(path)
-    except (OSError, cv2.error):
+        arr = np.asarray(tifffile.imread(path))
+    except Exception:  # tifffile raises many kinds for what is not a TIFF it can read
         return None
-    if arr.dtype.kind != "f":
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar samples: (C,H,W) -> (H,W,C)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         return None
-    return _from_float(path, arr)
+    if arr.dtype.kind == "f":
+        return _from_float(path, arr)
+    if arr.dtype.kind in "iu":
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > 65535:
+            raise ImageError(
+                f"{path}: {arr.dtype} pixels from {lo} to {hi} have no defined brightness",
+                "convert it to 8- or 16-bit first",
+            )
+        warnings.warn(f"{path}: {arr.dtype} pixels are read and written as 16-bit", UserWarning, stacklevel=3)
+        return np.ascontiguousarray(arr.astype(np.uint16))
+    return None
 
 
 def _from_float(path: Path, arr: np.ndarray) -> np.ndarray:

@@ -242,3 +242,53 @@ def test_16_bit_tiff_keeps_exif_icc_dpi_and_xmp(tmp_path, tiny_weights):
     assert out.pixels.dtype == np.uint16 and out.icc == icc and out.dpi == (300, 300)
     with Image.open(tmp_path / "in3_deblurred.tif") as im:
         assert im.getexif()[0x010F] == "TestCam"
+
+
+def test_tiffs_pillow_cannot_open_are_read_as_16_bit_or_refused_with_the_range(tmp_path):
+    """Float16/float64 colour and 32-bit integer TIFFs (scientific cameras, HDR tools): floats in
+    0..1 and integers in 0..65535 as 16-bit with a warning; other integers refused, naming the
+    range and what to do; no decoder noise."""
+    import tifffile
+
+    from mimocli.errors import ImageError
+
+    unit = np.linspace(0, 1, 20 * 30 * 3).reshape(20, 30, 3)
+    cases = {
+        "f16.tif": unit.astype(np.float16),
+        "f64.tif": unit,
+        "i32.tif": np.rint(unit * 60000).astype(np.int32),
+    }
+    for name, arr in cases.items():
+        tifffile.imwrite(tmp_path / name, arr)
+        with pytest.warns(UserWarning, match="read and written as 16-bit"):
+            got = read_image(tmp_path / name).pixels
+        assert got.dtype == np.uint16 and got.shape == (20, 30, 3), name
+        peak = 60000 if name == "i32.tif" else 65535
+        assert abs(int(got.max()) - peak) <= 40, name
+    tifffile.imwrite(tmp_path / "wide.tif", np.full((4, 4, 3), 100_000, np.int32))
+    with pytest.raises(ImageError, match="int32 pixels from 100000 to 100000") as e:
+        read_image(tmp_path / "wide.tif")
+    assert e.value.hint == "convert it to 8- or 16-bit first"
+
+
+def test_every_read_error_says_what_to_do(tmp_path, monkeypatch):
+    from mimocli import images
+    from mimocli.errors import ImageError
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    good = write_image(tmp_path / "cut.png", photo(32, 32))
+    good.write_bytes(good.read_bytes()[:200])
+    (tmp_path / "text.png").write_bytes(b"not an image at all")
+    for name in ("missing.png", "empty.png", "cut.png", "text.png"):
+        with pytest.raises(ImageError) as e:
+            read_image(tmp_path / name)
+        assert e.value.hint, name
+    ok = write_image(tmp_path / "ok.png", photo(8, 8))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(images.Image, "open", denied)  # as for a file this user may not read (root may)
+    with pytest.raises(ImageError, match="cannot be read: permission denied") as e:
+        read_image(ok)
+    assert "truncated" not in e.value.message and e.value.hint == "check the file's permissions"
