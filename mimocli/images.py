@@ -115,7 +115,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise
     except UnidentifiedImageError as e:
         # Pillow reads no float colour TIFF (as HDR tools and scanners write them); OpenCV does.
-        floats = _read_float_tiff(p)
+        floats = _read_float_tiff(p, max_pixels)
         if floats is None:
             raise ImageError(
                 f"{p}: not an image, or a format we cannot read",
@@ -166,7 +166,7 @@ def _png_ihdr(path: Path) -> tuple[int, int]:
     return (header[24], header[25]) if len(header) == 26 else (-1, -1)
 
 
-def _read_float_tiff(path: Path) -> np.ndarray | None:
+def _read_float_tiff(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
     """The pixels of a TIFF that Pillow cannot open (float colour, float16 or float64, 32-bit
     integers: what HDR tools, scanners and scientific cameras write), read with tifffile: floats
     as 16-bit (see ``_from_float``), integers in 0..65535 as 16-bit; None if it is no such TIFF.
@@ -175,6 +175,16 @@ def _read_float_tiff(path: Path) -> np.ndarray | None:
         return None
     import tifffile
 
+    try:
+        with tifffile.TiffFile(path) as tif:
+            h, w = tif.pages[0].shape[:2] if tif.pages[0].planarconfig != 2 else tif.pages[0].shape[1:3]  # type: ignore[union-attr]
+    except Exception:  # not a TIFF tifffile reads
+        return None
+    if max_pixels and w * h > max_pixels:  # before its pixels are read, as for every other image
+        raise ImageError(
+            f"{path}: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,} (possible decompression bomb)",
+            "raise --max-pixels if you trust this file",
+        )
     try:
         arr = np.asarray(tifffile.imread(path))
     except Exception:  # tifffile raises many kinds for what is not a TIFF it can read

@@ -292,3 +292,11 @@ def test_every_read_error_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="cannot be read: permission denied") as e:
         read_image(ok)
     assert "truncated" not in e.value.message and e.value.hint == "check the file's permissions"
+
+
+def test_max_pixels_applies_to_tiffs_pillow_cannot_open(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((100, 120, 3), np.float32))
+    with pytest.raises(ImageError, match=r"120x100 = 12,000 pixels exceeds --max-pixels 5,000"):
+        read_image(tmp_path / "f.tif", max_pixels=5000)
