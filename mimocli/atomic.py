@@ -20,11 +20,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+def atomic_write(path: Path, replace: bool = True) -> Iterator[IO[bytes]]:
     """Write through a hidden temporary file beside ``path``, renamed over it only on success.
 
-    An error or interrupt leaves nothing under ``path``. Raises OutputError when the folder
-    cannot be written.
+    An error or interrupt leaves nothing under ``path``. With ``replace`` False, a file that
+    appeared under ``path`` meanwhile (another process writing the same output) is kept: the
+    result is linked into place only where nothing is, as one atomic step. Raises OutputError
+    when the folder cannot be written, or ``path`` exists and may not be replaced.
     """
     folder = path.parent
     try:
@@ -37,11 +39,34 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _publish_new(tmp: str, path: Path) -> None:
+    """``tmp`` under ``path``, only if nothing is there: a hard link fails atomically where a
+    file exists (a rename would replace it). A file system without hard links gets a check, then
+    the rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(
+            f"{path}: already exists (another run wrote it meanwhile)", "pass --overwrite to replace it"
+        ) from None
+    except OSError:  # no hard links here (FAT, some network file systems): best effort
+        if path.exists():
+            raise OutputError(
+                f"{path}: already exists (another run wrote it meanwhile)", "pass --overwrite to replace it"
+            ) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def remove_stale_parts(path: Path) -> list[Path]:
@@ -60,7 +85,7 @@ def remove_stale_parts(path: Path) -> list[Path]:
     return removed
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    with atomic_write(path) as f:
+def write_bytes_atomic(path: Path, data: bytes, replace: bool = True) -> Path:
+    with atomic_write(path, replace) as f:
         f.write(data)
     return path

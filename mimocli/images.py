@@ -346,17 +346,21 @@ def write_image(
     quality: int = 95,
     dpi: tuple[float, float] | None = None,
     xmp: bytes | None = None,
+    replace: bool = True,
 ) -> Path:
     """Encode ``pixels`` in the format of ``path``'s extension and write it atomically, with the
-    EXIF, ICC profile, DPI and XMP given where the format holds them.
+    EXIF, ICC profile, DPI and XMP given where the format holds them (``replace`` False: never
+    over a file that appeared meanwhile, see atomic_write).
 
     Raises OutputError for an unknown extension or an unwritable folder.
     """
     p = Path(path)
-    return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality, dpi, xmp))
+    return write_bytes_atomic(p, encode_image(pixels, format_for(p), exif, icc, quality, dpi, xmp), replace)
 
 
-def write_like(path: str | os.PathLike[str], pixels: np.ndarray, source: ImageFile, quality: int = 95) -> Path:
+def write_like(
+    path: str | os.PathLike[str], pixels: np.ndarray, source: ImageFile, quality: int = 95, replace: bool = True
+) -> Path:
     """``write_image`` with everything ``source`` carried that the output format holds: EXIF,
     ICC profile, DPI, XMP and a PNG's sRGB chunk."""
     p = Path(path)
@@ -365,7 +369,7 @@ def write_like(path: str | os.PathLike[str], pixels: np.ndarray, source: ImageFi
     if source.srgb is not None and not source.icc and fmt == "PNG" and b"sRGB" not in data[:4096]:
         ihdr_end = 8 + 8 + 13 + 4  # sRGB must come before the image data, and not beside an ICC profile
         data = data[:ihdr_end] + png_chunk(b"sRGB", bytes([source.srgb & 3])) + data[ihdr_end:]
-    return write_bytes_atomic(p, data)
+    return write_bytes_atomic(p, data, replace)
 
 
 def side_by_side(

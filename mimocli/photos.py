@@ -118,16 +118,18 @@ def deblur_image(
         raise MimoError(f"{job.input}: {e.message}", e.hint) from None
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        write_like(job.output, result.image, image, options.quality)
+        # Without --overwrite, a file that another run wrote meanwhile is never replaced.
+        keep = not options.overwrite
+        write_like(job.output, result.image, image, options.quality, replace=not keep)
         if options.save_scales:
             for s, path in job.scales.items():
-                write_like(path, result.scales[s], image)
+                write_like(path, result.scales[s], image, replace=not keep)
         if options.compare and job.compare is not None:
             name = label() if callable(label) else label
             both = side_by_side(
                 image.pixels, result.image, ("blurry input", f"deblurred ({name})" if name else "deblurred")
             )
-            write_like(job.compare, both, image, options.quality)
+            write_like(job.compare, both, image, options.quality, replace=not keep)
     except (FileExistsError, NotADirectoryError):  # from making the folder
         raise OutputError(f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way") from None
     except OSError as e:

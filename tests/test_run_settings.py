@@ -266,3 +266,29 @@ def test_auto_precision_on_a_bf16_cpu_is_decided_by_measurement(monkeypatch, tmp
     assert len(calls) == 4 and len(json.loads(cache.read_text())) == 2
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda *a: False)
     assert build_deblurrer(tiny_model(), auto).dtype == torch.float32 and len(calls) == 4  # no bf16: no measuring
+
+
+def test_an_output_another_run_wrote_meanwhile_is_kept_not_replaced(tmp_path):
+    """Two runs writing one output at once: the later one, without --overwrite, fails naming the
+    file instead of silently replacing the other's result (both used to exit 0)."""
+    from mimocli.paths import plan_jobs
+    from mimocli.photos import PhotoOptions, deblur_image
+
+    from .conftest import digest
+
+    src = write_image(tmp_path / "a.png", photo(16, 16))
+    (job,) = plan_jobs([str(src)])
+
+    class Raced(Deblurrer):
+        def __call__(self, image, on_progress=None):  # the other run finishes first
+            job.output.write_bytes(b"the other run's result")
+            return super().__call__(image, on_progress)
+
+    d = Raced(tiny_model(), device="cpu", precision="fp32")
+    with pytest.raises(OutputError, match="already exists \\(another run wrote it meanwhile\\)"):
+        deblur_image(job, d, PhotoOptions())
+    assert job.output.read_bytes() == b"the other run's result"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no part left behind
+    before = digest(job.output)
+    deblur_image(job, d, PhotoOptions(overwrite=True))  # asked to replace: replaced
+    assert digest(job.output) != before
