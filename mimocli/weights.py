@@ -124,6 +124,9 @@ def verify_cached(path: Path) -> dict[str, Any]:
     """
     record_file = record_path(path)
     fix = f"delete {path} and fetch it again (mimo weights download --force), or pass --weights PATH"
+    if path.parent.name == IMPORTED:  # made by `mimo weights import`: nothing to download
+        source = read_record(path).get("source")
+        fix = f"delete {path} and import the file again (mimo weights import {source or 'FILE'})"
     try:
         record = json.loads(record_file.read_text())
     except (OSError, ValueError) as e:
@@ -354,10 +357,23 @@ def load_model(
     return load_weights(variant, device, weights, cache_dir, on_progress).model
 
 
+def _intact(path: Path, bundled: WeightsEntry | None = None) -> bool | None:
+    """Whether a listed file still matches its size and sha256: the registry's for ``bundled``,
+    else its record's (None: not there)."""
+    if not path.exists():
+        return None
+    try:
+        verify_bundled(bundled) if bundled is not None else verify_cached(path)
+    except IntegrityError:
+        return False
+    return True
+
+
 def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """One row per registered weights, then one per imported file: name, description, cached
-    path or None, size, where the file came from and its sha256 (as recorded when it was made;
-    ``mimo deblur`` checks it on every load)."""
+    path or None, size, where the file came from, its sha256 (as recorded when it was made;
+    ``mimo deblur`` checks it on every load) and whether it still matches (``intact``: each file
+    is hashed)."""
     root = cache_dir(cache)
     rows = []
     for key, e in load_registry().items():
@@ -370,6 +386,7 @@ def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str,
                 "description": e.description,
                 "bundled": e.bundled is not None,
                 "cached": path.exists(),
+                "intact": _intact(path, e if e.bundled else None),
                 "path": str(path) if path.exists() else None,
                 "size": path.stat().st_size if path.exists() else None,
                 "source": record.get("source") or (e.sources[0] if e.sources else None),
@@ -385,6 +402,7 @@ def cache_listing(cache: str | os.PathLike[str] | None = None) -> list[dict[str,
                 "description": "imported by `mimo weights import`; use it with --weights PATH",
                 "bundled": False,
                 "cached": True,
+                "intact": _intact(path),
                 "path": str(path),
                 "size": path.stat().st_size,
                 "source": record.get("source"),

@@ -214,6 +214,21 @@ def test_weights_commands(tmp_path, tiny_weights):
     rows = json.loads(run("weights", "list", "--json").stdout)
     assert rows[0]["cached"] and rows[0]["size"] > 27_000_000 and rows[0]["source"] == str(ckpt.resolve())
     assert "mimo-unet" in run("weights", "list").stdout
+    assert all(x["intact"] for x in rows if x["cached"])
+    # A damaged file is listed as such, with the fix that fits where it came from.
+    for row in (rows[0], rows[-1]):
+        data = bytearray(Path(row["path"]).read_bytes())
+        data[-5] ^= 0xFF
+        Path(row["path"]).write_bytes(bytes(data))
+    rows = json.loads(run("weights", "list", "--json").stdout)
+    assert rows[0]["intact"] is False and rows[-1]["intact"] is False and rows[3]["intact"] is True  # lite: intact
+    assert flat(run("weights", "list").stdout).count("damaged") == 2
+    from mimocli.errors import IntegrityError
+    from mimocli.weights import verify_cached
+
+    with pytest.raises(IntegrityError) as e:
+        verify_cached(Path(rows[-1]["path"]))  # an imported file: nothing to download
+    assert "import the file again (mimo weights import" in e.value.hint and "download" not in e.value.hint
     r = run("weights", "import", tmp_path / "nothing.pkl")
     assert r.exit_code == 1 and "no such weights file" in r.stderr
     r = run("weights", "download", "nope")

@@ -55,6 +55,15 @@ def list_weights(
         metrics = ", ".join(f"{k} {m['psnr']}" for k, m in r["metrics"].items())
         size = f"{r['size'] / 1e6:.1f} MB" if r["size"] else "-"
         have = ("bundled" if r["cached"] else "missing (reinstall)") if r["bundled"] else "yes" if r["cached"] else "no"
+        if r["intact"] is False:
+            fix = (
+                "reinstall"
+                if r["bundled"]
+                else "import it again"
+                if r["name"].startswith("imported/")
+                else (f"mimo weights download {r['name']} --force")
+            )
+            have = f"damaged ({fix})"
         sha = f"{r['sha256'][:12]}…" if r["sha256"] else "-"
         table.add_row(escape(r["name"]), have, size, sha, metrics or "-", escape(r["source"] or "-"))
     print_table(table)
