@@ -32,7 +32,7 @@ Timer = Callable[[nn.Module, bool], dict[str, float]]
 def cache_file(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the measurements are kept: beside the weights (weights.side_cache), in ``cache_dir``
     (--cache-dir), $MIMO_CACHE_DIR or the hub's assets folder."""
-    from .weights import side_cache
+    from .cache import side_cache
 
     return side_cache("precision.json", cache_dir)
 

@@ -5,10 +5,8 @@ safetensors with a record of their size, sha256 and origin beside them."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -19,7 +17,7 @@ from safetensors.torch import load_file, save
 
 from .arch import MIMOUNet
 from .atomic import write_bytes_atomic
-from .downloads import sha256_file
+from .cache import write_record
 from .errors import WeightsError
 from .registry import Variant, detect_variant
 
@@ -143,28 +141,6 @@ def convert(state_dict: Mapping[str, torch.Tensor], variant: Variant, dest: Path
     shape = {"architecture": variant.architecture, "num_res": variant.num_res, "base_channel": variant.base_channel}
     write_record(dest, **shape, **info)
     return dest
-
-
-def record_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def write_record(path: Path, **info: Any) -> None:
-    record = {
-        "size": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **info,
-    }
-    write_bytes_atomic(record_path(path), (json.dumps(record, indent=1) + "\n").encode())
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(record_path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def state_sha256(model: torch.nn.Module) -> str:

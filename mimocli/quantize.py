@@ -158,7 +158,7 @@ def load(model: nn.Module, path: Path, float_sha256: str) -> nn.Module | None:
 def cache_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Beside the weights (weights.side_cache): ``cache_dir`` (--cache-dir), $MIMO_CACHE_DIR or
     the hub's assets folder."""
-    from .weights import side_cache
+    from .cache import side_cache
 
     return side_cache("int8", cache_dir)
 

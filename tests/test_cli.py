@@ -401,6 +401,22 @@ def test_nothing_to_do_fails_at_once_without_torch(tmp_path):
     assert "missing.jpg: no such file" in done.stderr and "none*.png: no file matches this pattern" in done.stderr
 
 
+def test_weights_list_needs_no_torch(tmp_path):
+    blocker = tmp_path / "block" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "block")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "weights", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(row["name"] == "mimo-unet-lite" and row["intact"] for row in json.loads(done.stdout))
+
+
 def test_video_refuses_before_loading_any_weights(tmp_path):
     from .clips import make_clip
 

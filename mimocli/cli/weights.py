@@ -41,7 +41,7 @@ def list_weights(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show the registered weights, whether each is cached (or bundled in the package), its size and source."""
-    from mimocli import weights as w  # torch: imported when the command runs
+    from mimocli import cache as w  # no torch: a listing needs no model
 
     with fail_on_error():
         rows = w.cache_listing(cache_dir)
