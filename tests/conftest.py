@@ -3,6 +3,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import signal
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,6 +56,21 @@ def shared() -> Path:
     if not (SHARED / "reference" / "ARCHITECTURE.md").exists():
         pytest.skip("../shared is not beside this checkout")
     return SHARED
+
+
+def interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool], seconds: float = 120) -> str:
+    """Ctrl-C ``proc`` (SIGINT, as a terminal sends it) once ``ready()``; its stderr."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"not ready in {seconds} s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return stderr
 
 
 def digest(path: Path) -> str:

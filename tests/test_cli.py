@@ -514,10 +514,8 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
 
 
 def test_ctrl_c_says_what_was_done_and_how_to_go_on(tmp_path):
-    import signal
-    import time
-
     from .clips import small_weights
+    from .conftest import interrupt_when
 
     weights = small_weights(tmp_path / "w.safetensors", width=32)
     pics = tmp_path / "pics"
@@ -526,16 +524,8 @@ def test_ctrl_c_says_what_was_done_and_how_to_go_on(tmp_path):
         write_image(pics / f"p{i:02d}.png", photo(192, 256, seed=i))
     args = [sys.executable, "-m", "mimocli", "deblur", str(pics), "-o", str(tmp_path / "out"), "-w", str(weights)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "out").is_dir() or not any((tmp_path / "out").glob("*_deblurred.png")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    out = tmp_path / "out"
+    stderr = interrupt_when(proc, lambda: out.is_dir() and any(out.glob("*_deblurred.png")))
     assert proc.returncode == 130, stderr
     assert "Interrupted: " in stderr and "of 40 file(s) done" in stderr and "--skip-existing" in stderr
     assert "Traceback" not in stderr

@@ -25,7 +25,7 @@ from mimocli.video import VideoOptions, WorkDir, choose_pix_fmt, deblur_video
 from mimocli.video.source import VideoSource
 
 from .clips import corrupt_packet, decode, identity_weights, make_clip, packets, picture, planes, small_weights
-from .conftest import digest
+from .conftest import digest, interrupt_when
 
 runner = CliRunner()
 
@@ -461,16 +461,7 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path):
     src = make_clip(tmp_path / "in.mkv", frames=60, size=(256, 192), audio=None)
     dst = tmp_path / "out.mkv"
     proc = _mimo(src, dst, "-w", weights, "--checkpoint", "4")
-    deadline = time.monotonic() + 120
-    while not WorkDir(dst).segment(0).exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    stderr = interrupt_when(proc, WorkDir(dst).segment(0).exists)
     assert proc.returncode == 130
     assert "was not written" in stderr and "--resume" in stderr
     assert not dst.exists() and WorkDir(dst).exists()
