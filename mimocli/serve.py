@@ -47,15 +47,17 @@ def build_app(
             result = d(image.pixels)
             dest = outdir / f"{src.stem}{SUFFIX}{output_suffix(src)}"
             write_like(dest, result.image, image)
-        except MimoError as e:
-            raise gr.Error(str(e)) from None
+        except MimoError as e:  # one line, naming the photo as the user knows it, not the server's copy
+            raise gr.Error(str(e).replace(str(src), src.name), print_exception=False) from None
         return (_preview(image.pixels), _preview(result.image)), str(dest)
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nMIMO-UNet (Cho et al., ICCV 2021) removes camera-shake and motion blur.")
         with gr.Row():
             with gr.Column():
-                photo = gr.Image(type="filepath", label="Blurry photo", elem_id="photo")
+                # image_mode=None: the uploaded file reaches the job as it came (Gradio's default
+                # converts it to 8-bit RGB first), so alpha and 16 bits are kept as `mimo deblur` keeps them.
+                photo = gr.Image(type="filepath", image_mode=None, label="Blurry photo", elem_id="photo")
                 start = get_variant(variant).name if variant else choices[1]
                 name = gr.Dropdown(choices, value=start, label="Model", visible=weights is None, elem_id="variant")
                 ensemble = gr.Checkbox(False, label="Self-ensemble (8x slower, a little sharper)")

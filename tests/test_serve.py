@@ -170,3 +170,38 @@ def test_the_server_says_where_it_is_answers_only_its_own_page_and_leaves_nothin
         finally:
             proc.kill()
     assert list(tmp.iterdir()) == []  # uploads and results went with it
+
+
+def test_the_page_keeps_alpha_and_16_bits_as_mimo_deblur_does(tmp_path, tiny_weights):
+    """The uploaded file reaches the photo job as it came: a 16-bit RGBA PNG comes back 16-bit
+    RGBA (Gradio's default would have made it 8-bit RGB first)."""
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    deep = np.dstack([photo(48, 64, dtype=np.uint16), np.full((48, 64), 40000, np.uint16)])
+    src = write_image(tmp_path / "deep.png", deep)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait(url, proc)
+        client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
+        _slider, result = client.predict(handle_file(str(src)), "mimo-unet-lite", False, api_name="/run")
+        pixels = read_image(result).pixels
+        assert pixels.dtype == np.uint16 and pixels.shape == (48, 64, 4)
+        assert np.array_equal(pixels[:, :, 3], deep[:, :, 3])  # the alpha plane untouched
+        frames = [Image.fromarray(photo(32, 32, seed=i)) for i in range(3)]
+        frames[0].save(tmp_path / "holiday.gif", save_all=True, append_images=frames[1:])
+        with pytest.raises(Exception) as e:  # the page's error, as the client receives it
+            client.predict(handle_file(str(tmp_path / "holiday.gif")), "mimo-unet-lite", False, api_name="/run")
+        said = str(e.value)
+        assert "holiday.gif: an animation of 3 frames" in said and "mimo-serve-" not in said  # no server path
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert "Traceback" not in stderr  # an error shown in the page is no traceback in the terminal
