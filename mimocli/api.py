@@ -139,15 +139,7 @@ def _deblur_array(d: Deblurrer, image: np.ndarray) -> np.ndarray:
     squeeze = pixels.ndim == 3 and pixels.shape[2] == 1
     out = d(pixels[:, :, 0] if squeeze else pixels).image
     out = out[:, :, None] if squeeze else out
-    return _like(out, image.dtype)
-
-
-def _like(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The result in the caller's dtype: integers keep the depth they came in (their values
-    were taken as 8- or 16-bit), floats their width."""
-    if out.dtype == dtype:
-        return out
-    return out.astype(dtype)
+    return out.astype(image.dtype, copy=False)  # integers in the range they came in, floats at their width
 
 
 def _deblur_tensor(d: Deblurrer, image: torch.Tensor) -> torch.Tensor:

@@ -97,12 +97,14 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
         from .calibrate import cache_file, cpu_precision, int8_faster
         from .quantize import allowed_int8, cache_folder
 
-        timed = copy.deepcopy(model).eval()
-        timed = timed.to(memory_format=torch.channels_last) if channels_last else timed  # type: ignore[call-overload]
+        def timed() -> nn.Module:  # a copy in the layout it will run in, made only to be timed
+            copied = copy.deepcopy(model).eval()
+            return copied.to(memory_format=torch.channels_last) if channels_last else copied  # type: ignore[call-overload]
+
         if dtype == torch.bfloat16:
-            dtype, reason = cpu_precision(timed, channels_last, cache_file(cache_dir))
+            dtype, reason = cpu_precision(timed(), channels_last, cache_file(cache_dir))
         if settings.compile is not True and (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
-            faster, why = int8_faster(timed, dtype, channels_last, allowed, cache_file(cache_dir))
+            faster, why = int8_faster(timed(), dtype, channels_last, allowed, cache_file(cache_dir))
             if faster:
                 dtype, int8, reason = torch.qint8, allowed, why
     elif dtype == torch.qint8:
@@ -177,12 +179,9 @@ class Deblurrer:
         self.output_names: tuple[float | str, ...] = tuple(getattr(model, "output_names", (0.25, 0.5)))
         self.signed = bool(getattr(model, "signed_outputs", False))
         self.int8: nn.Module | None = int8
-        if self.dtype == torch.qint8 and self.int8 is None:
-            if self.config.compile is True:
-                raise ValueError("int8 runs eagerly: drop --compile")
-            from .quantize import quantized_for
-
-            self.int8, self.precision_reason = quantized_for(self.model)
+        if self.dtype == torch.qint8 and self.int8 is None:  # asked for int8 directly: as settle loads it
+            s = settle(self.model, self.config.replace(precision="int8"))
+            self.int8, self.precision_reason = s.int8, s.reason
         if self.dtype == torch.qint8:
             self.channels_last = False  # the quantized kernels take NCHW input fastest (measured)
         tile = self.config.tile

@@ -177,16 +177,17 @@ def _read_float_tiff(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
     try:
         with tifffile.TiffFile(path) as tif:
-            h, w = tif.pages[0].shape[:2] if tif.pages[0].planarconfig != 2 else tif.pages[0].shape[1:3]  # type: ignore[union-attr]
-    except Exception:  # not a TIFF tifffile reads
-        return None
-    if max_pixels and w * h > max_pixels:  # before its pixels are read, as for every other image
-        raise ImageError(
-            f"{path}: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,} (possible decompression bomb)",
-            "raise --max-pixels if you trust this file",
-        )
-    try:
-        arr = np.asarray(tifffile.imread(path))
+            page = tif.pages.first
+            h, w = page.imagelength, page.imagewidth
+            if max_pixels and w * h > max_pixels:  # before its pixels are read, as for every other image
+                raise ImageError(
+                    f"{path}: {w}x{h} = {w * h:,} pixels exceeds --max-pixels {max_pixels:,} "
+                    "(possible decompression bomb)",
+                    "raise --max-pixels if you trust this file",
+                )
+            arr = np.asarray(tif.asarray())
+    except ImageError:
+        raise
     except Exception:  # tifffile raises many kinds for what is not a TIFF it can read
         return None
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):

@@ -45,14 +45,6 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE and not _is_ours(p))
 
 
-def _loops(p: Path) -> bool:
-    try:
-        p.resolve(strict=True)
-    except (RuntimeError, OSError) as e:
-        return isinstance(e, RuntimeError) or getattr(e, "errno", None) == 40  # ELOOP
-    return False
-
-
 def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
     """Each argument -> (file, the folder it was found in or None, error or None), in order,
     without duplicates. Folders give their images; globs are expanded; a missing path is kept with
@@ -63,17 +55,17 @@ def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, 
     def add(p: Path, root: Path | None, error: str | None = None) -> None:
         try:
             key = p.resolve()
-        except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
-            key, error = p.absolute(), error or "a symbolic link that points back to itself: fix or remove the link"
+        except (
+            RuntimeError,
+            OSError,
+        ):  # a symlink loop (RuntimeError before Python 3.13): "no such file" would mislead
+            key, error = p.absolute(), "a symbolic link that points back to itself: fix or remove the link"
         if key not in seen:
             seen.add(key)
             out.append((p, root, error))
 
     for arg in args:
         p = Path(arg).expanduser()
-        if p.is_symlink() and _loops(p):
-            add(p, None)
-            continue
         if p.is_dir():
             found = _images_in(p, recursive)
             if not found:
@@ -122,10 +114,15 @@ def plan_jobs(
             if out_path is not None:
                 folder = out_path / src.parent.relative_to(root) if root is not None else out_path
             dest = folder / f"{src.stem}{SUFFIX}{output_suffix(src)}"
-        scales = {s: dest.with_name(f"{dest.stem}_{n}.png") for s, n in sides}
+        scales = side_paths(dest, sides)
         stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
         jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))
     return jobs
+
+
+def side_paths(output: Path, sides: tuple[tuple[float | str, str], ...]) -> dict[float | str, Path]:
+    """Where the network's other outputs of ``output`` go: NAME_TAG.png beside it, by output key."""
+    return {key: output.with_name(f"{output.stem}_{tag}.png") for key, tag in sides}
 
 
 def targets(job: Job, scales: bool = False, compare: bool = False) -> list[Path]:

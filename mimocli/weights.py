@@ -32,25 +32,6 @@ from .cache import (
     verify_cached,
 )
 from .checkpoints import Network, build_model, convert, read_state_dict
-
-__all__ = [  # the cache's part lives in mimocli.cache (no torch); these names stay importable from here
-    "CACHE_ENV",
-    "IMPORTED",
-    "LoadedWeights",
-    "cache_dir",
-    "cache_listing",
-    "cached_weights",
-    "download_weights",
-    "import_weights",
-    "load_model",
-    "load_weights",
-    "read_record",
-    "resolve_weights",
-    "side_cache",
-    "verify_bundled",
-    "verify_cached",
-]
-
 from .downloads import (
     ByteProgress,
     download_gdrive,
@@ -69,6 +50,24 @@ from .registry import (
     load_registry,
     registry_entry,
 )
+
+__all__ = [  # the cache's part lives in mimocli.cache (no torch); these names stay importable from here
+    "CACHE_ENV",
+    "IMPORTED",
+    "LoadedWeights",
+    "cache_dir",
+    "cache_listing",
+    "cached_weights",
+    "download_weights",
+    "import_weights",
+    "load_model",
+    "load_weights",
+    "read_record",
+    "resolve_weights",
+    "side_cache",
+    "verify_bundled",
+    "verify_cached",
+]
 
 
 # -- resolution -------------------------------------------------------------------------------

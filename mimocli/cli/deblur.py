@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -16,7 +17,7 @@ from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 from rich.text import Text
 
 from mimocli.errors import ImageError, MimoError, OutputError, WeightsError
-from mimocli.paths import Job, collision, plan_jobs, targets
+from mimocli.paths import Job, collision, plan_jobs, side_paths, targets
 from mimocli.registry import DEFAULT_VARIANT, Variant, get_variant
 from mimocli.settings import DEFAULT_MAX_PIXELS, ClusterSettings, ProgressFn, RunSettings
 
@@ -106,19 +107,6 @@ def make_cluster(
         return Cluster(settings, loaded, run, cache_dir)
 
 
-def _refuse_when_nothing_can_run(inputs: list[str], output: str | None, recursive: bool) -> None:
-    """When no input can even be tried (missing files, empty folders, patterns matching
-    nothing), say so for each and exit 1 at once, before torch and the weights are loaded."""
-    try:
-        jobs = plan_jobs(inputs, output, recursive)
-    except ValueError:
-        return  # the real planning reports it as a usage error
-    if jobs and all(j.error for j in jobs):
-        for j in jobs:
-            report(ImageError(f"{j.input}: {j.error}", "check the path"))
-        raise typer.Exit(1)
-
-
 def side_outputs(
     variant: str | None, weights: str | None, cache_dir: Path | None, dry_run: bool = False
 ) -> tuple[tuple[float | str, str], ...]:
@@ -187,17 +175,22 @@ def deblur(
     """Deblur photos: NAME.EXT -> NAME_deblurred.EXT beside it, or into -o."""
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
-    _refuse_when_nothing_can_run(inputs, output, recursive)
+    try:
+        jobs = plan_jobs(inputs, output, recursive)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="-o") from None
+    if jobs and all(j.error for j in jobs):  # nothing can even be tried: say so before torch loads
+        for j in jobs:
+            report(ImageError(f"{j.input}: {j.error}", "check the path"))
+        raise typer.Exit(1)
     from mimocli.photos import PhotoOptions  # torch, OpenCV: only once there is something to do
 
     photo = PhotoOptions(overwrite, skip_existing, save_scales, compare, quality, max_pixels)
     with fail_on_error():
         get_variant(variant or DEFAULT_VARIANT)  # an unknown variant is an error before any work
-        sides = side_outputs(variant, weights, cache_dir, dry_run) if save_scales else ()
-    try:
-        jobs = plan_jobs(inputs, output, recursive, sides) if sides else plan_jobs(inputs, output, recursive)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="-o") from None
+        if save_scales:  # the other outputs are named by the network the weights hold
+            sides = side_outputs(variant, weights, cache_dir, dry_run)
+            jobs = [dataclasses.replace(j, scales=side_paths(j.output, sides)) for j in jobs]
     with fail_on_error():
         clash = collision(jobs, save_scales, compare)
         if clash:

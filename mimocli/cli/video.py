@@ -173,7 +173,7 @@ def video(
         raise typer.Exit(1) from None
     # A resumed run takes the precision its interrupted run chose, instead of measuring again.
     recorded = recorded_choices(output, video_options)
-    if run.precision == "auto" and isinstance(recorded.get("precision"), str):
+    if run.precision == "auto" and "precision" in recorded:
         run = run.replace(precision=recorded["precision"])
     deblurrer, remote = None, None
     if cluster is None:

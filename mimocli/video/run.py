@@ -117,7 +117,7 @@ def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> d
     old = WorkDir(Path(output)).settings()
     if old.get("version") != MANIFEST_VERSION:
         return {}
-    return {k: old[k] for k in ("precision", "tile") if k in old}
+    return {k: old[k] for k, kind in (("precision", str), ("tile", int)) if isinstance(old.get(k), kind)}
 
 
 def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions) -> None:
@@ -296,7 +296,7 @@ def run_video(
         )
     resuming = options.resume and work.exists()
     # The tile an interrupted run chose (by free memory, which has changed since) is this run's.
-    recorded_tile = old.get("tile") if resuming and isinstance(old.get("tile"), int) else None
+    recorded_tile = recorded_choices(out_path, options).get("tile") if resuming else None
     d: Deblurrer | None = None
     if executor is None:
         assert deblurrer is not None
