@@ -10,6 +10,8 @@ import hashlib
 import os
 import re
 import socket
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -21,8 +23,9 @@ CHUNK = 1 << 20
 ByteProgress = Callable[[int, int | None], None]
 GDRIVE_ENV = "MIMO_GDRIVE_URL"  # the Drive download endpoint; tests point it at 127.0.0.1
 GDRIVE_URL = "https://drive.google.com"  # for messages: gdown builds the real request
-TIMEOUT_S = 30
+TIMEOUT_S = 15  # seconds between bytes before an attempt is given up (pip waits 15 s too)
 ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this many times
+STALL_S = 30  # no byte for this long, attempts and waits included: the server hangs, stop
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -112,6 +115,7 @@ def _fetch(
 ) -> Path:
     import gdown
     import requests
+    from gdown.exceptions import DownloadCancelled
     from gdown.exceptions import DownloadError as GdownError
     from gdown.exceptions import FileURLRetrievalError
 
@@ -121,6 +125,22 @@ def _fetch(
         dest.unlink()  # gdown would take a file already there as done, unchecked
     if why := unreachable(probe):
         raise OfflineError(why)
+    stalled = threading.Event()
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int | None) -> None:
+        last[0] = time.monotonic()
+        if on_progress:
+            on_progress(done, total)
+
+    def watch() -> None:  # retries help a cut transfer, not a server that sends nothing
+        while not finished.wait(1.0):
+            if time.monotonic() - last[0] > STALL_S:
+                stalled.set()
+                return
+
+    finished = threading.Event()
+    threading.Thread(target=watch, daemon=True, name="mimo-download-watchdog").start()
     try:
         gdown.download(
             url=url,
@@ -128,11 +148,17 @@ def _fetch(
             output=str(dest),
             quiet=True,
             resume=True,
-            progress=on_progress,
+            progress=progress,
             hasher=hasher,
             timeout=TIMEOUT_S,
             retries=ATTEMPTS - 1,
+            cancel=stalled,
         )
+    except DownloadCancelled as e:
+        raise DownloadError(
+            f"{shown}: the server sent nothing for {STALL_S} s",
+            "try again later; the partial file is kept and the next run resumes it",
+        ) from e
     except FileURLRetrievalError as e:
         raise DownloadError(
             f"{shown}: Google Drive sent a web page instead of the file ({_first_line(e)})",
@@ -146,6 +172,8 @@ def _fetch(
         raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
     except (GdownError, requests.exceptions.RequestException) as e:
         raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
+    finally:
+        finished.set()
     got = dest.stat().st_size
     with open(dest, "rb") as f:
         page = f.read(512).lstrip().lower().startswith((b"<!doctype html", b"<html"))

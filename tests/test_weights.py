@@ -48,6 +48,8 @@ class Server:
         self.corrupt = False
         self.page_only = False
         self.delay = 0.0  # seconds before each file body, so that clients overlap
+        self.hang = threading.Event()  # set: the server accepts and then never answers
+        self.released = threading.Event()
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -58,6 +60,9 @@ class Server:
             def do_GET(self):
                 q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 server.requests.append((self.path, self.headers.get("Range")))
+                if server.hang.is_set():
+                    server.released.wait(60)
+                    return
                 if server.page_only or not q.get("id"):
                     page = b"<html><body>Too many users have viewed or downloaded this file recently.</body></html>"
                     self.send_response(200)
@@ -95,6 +100,7 @@ class Server:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -146,6 +152,27 @@ def test_expected_sha256_mismatch(drive, tmp_path):
     seen: list[int] = []
     download_gdrive("x", dest, sha256=good, on_progress=lambda done, total: seen.append(done))
     assert seen and seen[-1] == len(drive.payload)  # progress reaches the bar
+
+
+def test_a_hung_server_is_given_up_when_nothing_arrives_for_a_while(drive, tmp_path, monkeypatch):
+    """A server that takes the connection and never answers: the download stops once nothing has
+    arrived for STALL_S (retries resume a cut transfer, they do not wait on a silent server),
+    with one line that says so; a transfer that keeps moving is not stopped by it."""
+    from mimocli import downloads
+
+    monkeypatch.setattr(downloads, "TIMEOUT_S", 1)
+    monkeypatch.setattr(downloads, "STALL_S", 3)
+    drive.hang.set()
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="the server sent nothing for 3 s") as e:
+        download_gdrive("x", tmp_path / "f.pkl")
+    took = time.monotonic() - started
+    assert took < 10, took  # 4 attempts of 1 s each and their waits would pass the 3 s mark; 30 s before
+    assert "try again later" in (e.value.hint or "") and len(drive.requests) >= 1
+    drive.hang.clear()
+    drive.delay = 0.5  # under the 1 s read timeout: slow, not stalled
+    drive.cut_first = True  # cut, resumed: bytes keep arriving, so nothing is stalled
+    assert download_gdrive("x", tmp_path / "f.pkl").read_bytes() == drive.payload
 
 
 def test_quota_page_is_a_clear_error(drive):
