@@ -115,9 +115,8 @@ def _fetch(
 ) -> Path:
     import gdown
     import requests
-    from gdown.exceptions import DownloadCancelled
+    from gdown.exceptions import DownloadCancelled, FileURLRetrievalError
     from gdown.exceptions import DownloadError as GdownError
-    from gdown.exceptions import FileURLRetrievalError
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     hasher = hashlib.sha256()
