@@ -384,26 +384,31 @@ def side_by_side(
         raise ValueError(f"cannot compare {before.shape} {before.dtype} with {after.shape} {after.dtype}")
     squeeze = before.ndim == 2
     a, b = (x[:, :, None] if squeeze else x for x in (before, after))
-    h, w, c = a.shape
-    peak = int(np.iinfo(a.dtype).max)
-    gap = np.full((h, 4, c), peak, a.dtype)  # white (and opaque, where there is alpha)
-    halves = []
-    scale = max(0.4, min(h, w) / 700)  # text about 3% of the shorter side
-    thick = max(1, round(scale * 2))
-    for img, text in ((a, labels[0]), (b, labels[1])):
-        img = np.ascontiguousarray(img.copy())
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        pad = max(4, th // 2)
-        band_h, band_w = min(h, th + base + 2 * pad), min(w, tw + 2 * pad)
-        colour = img.shape[2] - (1 if img.shape[2] in (2, 4) else 0)
-        img[:band_h, :band_w, :colour] = (img[:band_h, :band_w, :colour] * 0.25).astype(img.dtype)
-        if img.shape[2] in (2, 4):
-            img[:band_h, :band_w, -1] = peak
-        mask = np.zeros((band_h, band_w), np.uint8)  # OpenCV draws text on 8-bit images only
-        cv2.putText(mask, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
-        alpha = mask[:, :, None].astype(np.float64) / 255
-        band = img[:band_h, :band_w, :colour].astype(np.float64)
-        img[:band_h, :band_w, :colour] = np.rint(band * (1 - alpha) + peak * alpha).astype(img.dtype)
-        halves.append(img)
-    out = np.concatenate([halves[0], gap, halves[1]], axis=1)
+    h, _, c = a.shape
+    gap = np.full((h, 4, c), int(np.iinfo(a.dtype).max), a.dtype)  # white (and opaque, where there is alpha)
+    out = np.concatenate([labelled(a, labels[0]), gap, labelled(b, labels[1])], axis=1)
     return out[:, :, 0] if squeeze else out
+
+
+def labelled(image: np.ndarray, text: str, right: bool = False) -> np.ndarray:
+    """A copy of ``image`` (uint8 or uint16, (H,W) or (H,W,C)) with ``text`` in a dark band at its
+    top left (``right``: top right), about 3% of the shorter side high; alpha made opaque there."""
+    squeeze = image.ndim == 2
+    img = np.ascontiguousarray(image[:, :, None] if squeeze else image).copy()
+    h, w, _ = img.shape
+    peak = int(np.iinfo(img.dtype).max)
+    scale = max(0.4, min(h, w) / 700)
+    thick = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(4, th // 2)
+    band_h, band_w = min(h, th + base + 2 * pad), min(w, tw + 2 * pad)
+    cols = slice(w - band_w, w) if right else slice(0, band_w)
+    colour = img.shape[2] - (1 if img.shape[2] in (2, 4) else 0)
+    band = (img[:band_h, cols, :colour] * 0.25).astype(img.dtype).astype(np.float64)  # darkened
+    if img.shape[2] in (2, 4):
+        img[:band_h, cols, -1] = peak
+    mask = np.zeros((band_h, band_w), np.uint8)  # OpenCV draws text on 8-bit images only
+    cv2.putText(mask, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+    alpha = mask[:, :, None].astype(np.float64) / 255
+    img[:band_h, cols, :colour] = np.rint(band * (1 - alpha) + peak * alpha).astype(img.dtype)
+    return img[:, :, 0] if squeeze else img

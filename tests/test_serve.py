@@ -103,8 +103,8 @@ def test_the_page_starts_on_the_variant_asked_for_by_alias():
     from mimocli.serve import build_app
 
     app = build_app("lite")
-    dropdowns = [b for b in app.blocks.values() if type(b).__name__ == "Dropdown"]
-    assert [d.value for d in dropdowns] == ["mimo-unet-lite"]
+    menus = {b.elem_id: b.value for b in app.blocks.values() if type(b).__name__ == "Dropdown"}
+    assert menus == {"variant": "mimo-unet-lite", "save-as": "same as the photo"}
 
 
 def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
@@ -188,14 +188,23 @@ def test_the_page_keeps_alpha_and_16_bits_as_mimo_deblur_does(tmp_path, tiny_wei
     try:
         _wait(url, proc)
         client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
-        _slider, result = client.predict(handle_file(str(src)), "mimo-unet-lite", False, api_name="/run")
+        _slider, result = client.predict(
+            handle_file(str(src)), "mimo-unet-lite", False, "same as the photo", 95, api_name="/run"
+        )
         pixels = read_image(result).pixels
         assert pixels.dtype == np.uint16 and pixels.shape == (48, 64, 4)
         assert np.array_equal(pixels[:, :, 3], deep[:, :, 3])  # the alpha plane untouched
         frames = [Image.fromarray(photo(32, 32, seed=i)) for i in range(3)]
         frames[0].save(tmp_path / "holiday.gif", save_all=True, append_images=frames[1:])
         with pytest.raises(Exception) as e:  # the page's error, as the client receives it
-            client.predict(handle_file(str(tmp_path / "holiday.gif")), "mimo-unet-lite", False, api_name="/run")
+            client.predict(
+                handle_file(str(tmp_path / "holiday.gif")),
+                "mimo-unet-lite",
+                False,
+                "same as the photo",
+                95,
+                api_name="/run",
+            )
         said = str(e.value)
         assert "holiday.gif: an animation of 3 frames" in said and "mimo-serve-" not in said  # no server path
     finally:
@@ -205,3 +214,167 @@ def test_the_page_keeps_alpha_and_16_bits_as_mimo_deblur_does(tmp_path, tiny_wei
         finally:
             proc.kill()
     assert "Traceback" not in stderr  # an error shown in the page is no traceback in the terminal
+
+
+def test_the_model_menu_says_which_weights_are_here(tmp_path):
+    pytest.importorskip("gradio")
+    from mimocli.cache import cache_dir, cached_weights
+    from mimocli.serve import availability, model_choices
+
+    assert availability("lite") == "bundled"
+    assert availability("base") == "needs download"
+    assert availability("++") == availability("plus") == "needs download"  # one file for both
+    path = cached_weights("mimo-unet-plus", cache_dir())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+    labels = {name: label for label, name in model_choices()}
+    assert labels["mimo-unet-plus"] == "mimo-unet-plus (cached)"
+    assert labels["mimo-unet-plus-plus"] == "mimo-unet-plus-plus (cached)"
+    assert labels["mimo-unet-lite"] == "mimo-unet-lite (bundled)"
+    assert labels["mimo-unet"] == "mimo-unet (needs download)"
+
+
+def test_a_tiled_photo_reports_its_tiles_to_the_page(tmp_path, tiny_weights):
+    """The page's job feeds Gradio's progress bar (percent and ETA) with tile counts while a
+    tiled photo runs, and its slider shows the two images labelled before (top left) and after
+    (top right)."""
+    pytest.importorskip("gradio")
+    from mimocli.serve import build_app
+
+    app = build_app(weights=tiny_weights, device="cpu", outdir=tmp_path / "out", tile=64)
+    run = next(f.fn for f in app.fns.values() if f.name == "run")
+    src = write_image(tmp_path / "wide.png", photo(150, 200))
+    seen: list[tuple[tuple[int, int], str, str]] = []
+    (before, after), dest = run(
+        str(src), "ignored", False, "same as the photo", 95, lambda p, desc, unit: seen.append((p, desc, unit))
+    )
+    assert seen and all(unit == "tiles" and desc == "wide.png: tiles" for _, desc, unit in seen)
+    totals = {total for (_, total), _, _ in seen}
+    assert len(totals) == 1 and totals.pop() > 1 and seen[-1][0][0] == seen[-1][0][1]  # counted to the end
+    assert dest.endswith("wide_deblurred.png") and read_image(dest).pixels.shape == (150, 200, 3)
+    plain = photo(150, 200)
+    corner = (slice(0, 12), slice(0, 30))
+    assert before[corner].mean() < plain[corner].mean() * 0.6  # the dark band of the label, top left
+    assert np.array_equal(before[100:, :], plain[100:, :])  # and nothing else touched
+    assert after[0:12, -30:].mean() < after[100:, -30:].mean() * 0.6  # "after", top right
+
+
+def test_several_photos_in_a_zip_out_in_the_format_asked_for(tmp_path, tiny_weights):
+    """Through the page's API as a client sends it: a batch of three (two of one name from two
+    folders, one that is no photo) comes back as a zip of two with a summary naming the third;
+    "Save as" and quality reach the file (WebP at 100 is lossless: the PNG's very pixels); a file
+    that is no image is one line naming it, not Gradio's dump with the server's path."""
+    pytest.importorskip("gradio")
+    import zipfile
+
+    from gradio_client import Client, handle_file
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_image(tmp_path / "a" / "street.jpg", photo(48, 64, seed=1))
+    second = write_image(tmp_path / "b" / "street.jpg", photo(48, 64, seed=2))
+    junk = tmp_path / "notes.png"
+    junk.write_bytes(b"these are notes, not a picture")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait(url, proc)
+        client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
+        files = [handle_file(str(p)) for p in (first, second, junk)]
+        archive, summary = client.predict(files, "mimo-unet-lite", False, "same as the photo", 95, api_name="/batch")
+        with zipfile.ZipFile(archive) as z:
+            assert sorted(z.namelist()) == ["street_deblurred-2.jpg", "street_deblurred.jpg"]
+            z.extractall(tmp_path / "unzipped")
+        assert read_image(tmp_path / "unzipped" / "street_deblurred.jpg").pixels.shape == (48, 64, 3)
+        assert summary.splitlines()[0] == "2 of 3 photos deblurred."
+        assert "notes.png: not an image" in summary and "mimo-serve-" not in summary
+
+        def one(save_as: str, quality: int) -> str:
+            return str(
+                client.predict(handle_file(str(first)), "mimo-unet-lite", False, save_as, quality, api_name="/run")[1]
+            )
+
+        png, webp = one("PNG", 95), one("WebP", 100)
+        assert png.endswith("street_deblurred.png") and webp.endswith("street_deblurred.webp")
+        assert np.array_equal(read_image(png).pixels, read_image(webp).pixels)
+        assert os.path.getsize(one("JPEG", 20)) < os.path.getsize(one("JPEG", 95))
+        with pytest.raises(Exception) as e:
+            client.predict(handle_file(str(junk)), "mimo-unet-lite", False, "PNG", 95, api_name="/run")
+        assert "notes.png: not an image" in str(e.value) and "mimo-serve-" not in str(e.value)
+        assert "cannot identify" not in str(e.value)  # PIL's words, from Gradio's own reading, before
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+def test_a_model_that_needs_downloading_is_marked_and_fetched_from_the_page(tmp_path):
+    """In a real browser: the menu marks MIMO-UNet "needs download" and offers a button; the
+    button fetches it (from a file host on 127.0.0.1 in Google Drive's place, the real download
+    code), the menu then says "cached" and the button goes; the batch tab takes several photos
+    and gives back a zip with a summary."""
+    pytest.importorskip("gradio")
+    playwright = pytest.importorskip("playwright.sync_api")
+    import io
+    import zipfile
+
+    import torch
+
+    from mimocli.arch import MIMOUNet
+
+    from .test_weights import Server
+
+    torch.manual_seed(3)
+    checkpoint = io.BytesIO()  # shaped as the authors' MIMO-UNet.pkl: {'model': {'module.…': …}}
+    torch.save({"model": {f"module.{k}": v for k, v in MIMOUNet(8).state_dict().items()}}, checkpoint)
+    host = Server(checkpoint.getvalue())
+    good = write_image(tmp_path / "street.jpg", photo(48, 64))
+    frames = [Image.fromarray(photo(32, 32, seed=i)) for i in range(3)]
+    frames[0].save(tmp_path / "holiday.gif", save_all=True, append_images=frames[1:])
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    env["MIMO_GDRIVE_URL"] = host.url
+    cmd = [sys.executable, "-m", "mimocli", "serve", "--variant", "base", "-d", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait(url, proc)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url, wait_until="networkidle")
+            expect = playwright.expect
+            expect(page.locator("#variant input")).to_have_value("mimo-unet (needs download)")
+            expect(page.locator("#get-model")).to_be_visible()
+            page.locator("#get-model").click()
+            expect(page.locator("#variant input")).to_have_value("mimo-unet (cached)", timeout=120_000)
+            expect(page.locator("#get-model")).to_be_hidden()
+            assert host.requests  # fetched from the host, by the real download code
+            page.get_by_role("tab", name="Several photos").click()
+            page.locator("#photos input[type=file]").set_input_files([str(good), str(tmp_path / "holiday.gif")])
+            expect(page.locator("#photos a[href$='holiday.gif']")).to_be_visible(timeout=30_000)  # uploaded
+            page.locator("#deblur-all").click()
+            link = page.locator("#archive a").first
+            link.wait_for(timeout=120_000)
+            href = link.get_attribute("href")
+            expect(page.locator("#summary")).to_contain_text("1 of 2 photos deblurred")
+            expect(page.locator("#summary")).to_contain_text("holiday.gif: an animation of 3 frames")
+            browser.close()
+        assert href and href.endswith("deblurred.zip")
+        with urllib.request.urlopen(href if href.startswith("http") else url + href.lstrip("/")) as r:
+            names = zipfile.ZipFile(io.BytesIO(r.read())).namelist()
+        assert names == ["street_deblurred.jpg"]
+    finally:
+        host.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()

@@ -20,6 +20,8 @@ def serve_command(
     variant: str | None = options.VARIANT,
     weights: str | None = options.WEIGHTS,
     device: str = options.DEVICE,
+    tile: str = options.TILE,
+    cache_dir: Path | None = options.CACHE_DIR,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: the whole network)."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
@@ -28,7 +30,7 @@ def serve_command(
         DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0: no limit."
     ),
 ) -> None:
-    """A local web page: drop a photo, pick the model, see before/after with a slider, download."""
+    """A local web page: drop photos, pick the model, see before/after with a slider, download one or a zip."""
     # Found without importing it: Gradio reads its temporary folder and analytics settings from
     # the environment when it is imported, which mimocli.serve.serve sets first.
     if importlib.util.find_spec("gradio") is None:
@@ -36,6 +38,7 @@ def serve_command(
         raise typer.Exit(1)
     from mimocli.serve import serve
 
+    tiles = options.parse_tile(tile)
     if weights is not None and not weights.startswith("hf://") and not Path(weights).exists():
         report(f"{weights}: no such weights file (check the path given to --weights)")
         raise typer.Exit(1)
@@ -51,7 +54,9 @@ def serve_command(
 
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops; its folder is removed on the way
-            serve(variant, weights, device, host, port, open_browser, max_upload_mb, max_pixels, ready)
+            serve(
+                variant, weights, device, host, port, open_browser, max_upload_mb, max_pixels, ready, tiles, cache_dir
+            )
     except ImportError as e:  # Gradio (or what it needs) is there but cannot be imported
         report(f'mimo serve needs Gradio, which cannot be imported ({e}) (pip install "mimocli[serve]")')
         raise typer.Exit(1) from None
