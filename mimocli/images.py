@@ -390,25 +390,27 @@ def side_by_side(
     return out[:, :, 0] if squeeze else out
 
 
-def labelled(image: np.ndarray, text: str, right: bool = False) -> np.ndarray:
-    """A copy of ``image`` (uint8 or uint16, (H,W) or (H,W,C)) with ``text`` in a dark band at its
-    top left (``right``: top right), about 3% of the shorter side high; alpha made opaque there."""
+def labelled(image: np.ndarray, text: str, right: bool = False, bottom: bool = False, size: float = 0.03) -> np.ndarray:
+    """A copy of ``image`` (uint8 or uint16, (H,W) or (H,W,C)) with ``text`` in a dark band in its
+    top left corner (``right``, ``bottom``: the others), letters about ``size`` of the shorter
+    side high; alpha made opaque there."""
     squeeze = image.ndim == 2
     img = np.ascontiguousarray(image[:, :, None] if squeeze else image).copy()
     h, w, _ = img.shape
     peak = int(np.iinfo(img.dtype).max)
-    scale = max(0.4, min(h, w) / 700)
+    scale = max(0.4, min(h, w) * size / 21)  # FONT_HERSHEY_SIMPLEX is 21 px high at scale 1
     thick = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     pad = max(4, th // 2)
     band_h, band_w = min(h, th + base + 2 * pad), min(w, tw + 2 * pad)
     cols = slice(w - band_w, w) if right else slice(0, band_w)
+    rows = slice(h - band_h, h) if bottom else slice(0, band_h)
     colour = img.shape[2] - (1 if img.shape[2] in (2, 4) else 0)
-    band = (img[:band_h, cols, :colour] * 0.25).astype(img.dtype).astype(np.float64)  # darkened
+    band = (img[rows, cols, :colour] * 0.25).astype(img.dtype).astype(np.float64)  # darkened
     if img.shape[2] in (2, 4):
-        img[:band_h, cols, -1] = peak
+        img[rows, cols, -1] = peak
     mask = np.zeros((band_h, band_w), np.uint8)  # OpenCV draws text on 8-bit images only
     cv2.putText(mask, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
     alpha = mask[:, :, None].astype(np.float64) / 255
-    img[:band_h, cols, :colour] = np.rint(band * (1 - alpha) + peak * alpha).astype(img.dtype)
+    img[rows, cols, :colour] = np.rint(band * (1 - alpha) + peak * alpha).astype(img.dtype)
     return img[:, :, 0] if squeeze else img

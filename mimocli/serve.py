@@ -5,6 +5,7 @@ written in the input's format (PNG for one that is only read) or the one chosen 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import zipfile
@@ -58,17 +59,6 @@ def build_app(
 
     outdir = outdir or Path(tempfile.mkdtemp(prefix="mimo-serve-"))
     outdir.mkdir(parents=True, exist_ok=True)
-    # the upload reaches the job as it came: Gradio's own preprocessing opens it with PIL
-    # (a raw error with the server's path for anything PIL cannot read, e.g. a float16 TIFF)
-
-    class Upload(gr.Image):
-        def preprocess(self, payload: Any) -> Any:
-            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-                return payload.path
-            return super().preprocess(payload)
-
-        def get_block_name(self) -> str:
-            return "image"  # the browser side is Gradio's own image component
 
     def one(src: Path, name: str, ensemble: bool, save_as: str, quality: int, folder: Path, progress: Any) -> Any:
         """Deblur one uploaded file into ``folder``; returns (read image, result, written path)."""
@@ -105,7 +95,9 @@ def build_app(
         except MimoError as e:
             raise friendly(e, src) from None
         before, after = _preview(image.pixels), _preview(result.image)
-        return (labelled(before, "before"), labelled(after, "after", right=True)), str(dest)
+        # at the bottom: the slider's own label and buttons cover its top corners
+        before = labelled(before, "before", bottom=True, size=0.05)
+        return (before, labelled(after, "after", right=True, bottom=True, size=0.05)), str(dest)
 
     def batch(
         paths: list[str] | None,
@@ -165,8 +157,9 @@ def build_app(
             ensemble = gr.Checkbox(False, label="Self-ensemble (8x slower, a little sharper)")
         with gr.Tab("One photo"), gr.Row():
             with gr.Column():
-                # image_mode=None, and Upload: alpha and 16 bits kept as `mimo deblur` keeps them
-                photo = Upload(type="filepath", image_mode=None, label="Blurry photo", elem_id="photo")
+                # image_mode=None, and the file as uploaded: alpha and 16 bits kept as `mimo deblur` keeps them
+                photo = gr.Image(type="filepath", image_mode=None, label="Blurry photo", elem_id="photo")
+                photo.preprocess = functools.partial(_as_uploaded, photo.preprocess)  # type: ignore[method-assign]
                 button = gr.Button("Deblur", variant="primary", elem_id="deblur")
             with gr.Column():
                 slider = gr.ImageSlider(label="Before / after (drag the handle)", format="png", elem_id="slider")
@@ -185,6 +178,16 @@ def build_app(
         model.change(chosen, [model], [fetch], api_visibility="private")
         app.load(refreshed, [model], [model, fetch], api_visibility="private")
     return app
+
+
+def _as_uploaded(gradio_preprocess: Callable[[Any], Any], payload: Any) -> Any:
+    """The uploaded file's path, as it came. Gradio's own preprocessing opens it with PIL first,
+    which answers anything PIL cannot read (a float16 TIFF, a text file) with a raw error naming
+    the server's path; the photo job reads it and says what is wrong in one line. (An instance
+    attribute, not a subclass: Gradio writes a .pyi beside the module of every component class.)"""
+    if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+        return payload.path
+    return gradio_preprocess(payload)
 
 
 def _request_folder(outdir: Path) -> Path:
