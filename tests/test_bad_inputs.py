@@ -116,6 +116,39 @@ def test_a_decoder_failure_is_one_line_and_the_batch_goes_on(tmp_path, tiny_weig
     assert not (tmp_path / "malformed_tile_deblurred.tif").exists()
 
 
+def short_strips(path: Path, pixels: np.ndarray, rows: int, **options: object) -> Path:
+    """A TIFF whose header says ``rows`` rows (ImageLength and RowsPerStrip patched) while its one
+    strip holds the ``len(pixels)`` rows written: OpenCV reads the compressed one with the rows the
+    strip lacks left black (64 of 200: 136 black rows) and no error."""
+    import tifffile
+
+    tifffile.imwrite(path, pixels, rowsperstrip=len(pixels), **options)
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        tag, kind = struct.unpack("<HH", data[entry : entry + 4])
+        if tag in (257, 278):  # ImageLength, RowsPerStrip
+            data[entry + 8 : entry + 12] = struct.pack("<HH", rows, 0) if kind == 3 else struct.pack("<I", rows)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_a_tiff_whose_strips_are_shorter_than_its_header_says_is_refused(tmp_path, tiny_weights, bits, compression):
+    pixels = photo(64, 80) if bits == 8 else photo(64, 80, dtype=np.uint16)
+    bad = short_strips(tmp_path / "short.tif", pixels, 200, compression=compression)
+    if compression:  # the recipe reproduces what a user saw: OpenCV alone fills the rest with black
+        black = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
+        assert black is None or (black.reshape(200, -1).max(axis=1) == 0).sum() == 136
+    done = mimo("deblur", bad, "-w", tiny_weights, "--device", "cpu")
+    lines = errors(done.stderr)
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "short.tif: truncated or corrupt image" in lines[0] and "copy or export it again" in lines[0]
+    assert not (tmp_path / "short_deblurred.tif").exists()
+
+
 def test_a_valid_tiled_tiff_is_read_and_written_readable(tmp_path, tiny_weights):
     src = tiled_tiff(tmp_path / "tiled.tif", 32, 32, 48, 48)
     r = run("deblur", src, "-w", tiny_weights)
