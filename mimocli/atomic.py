@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -11,6 +12,22 @@ from pathlib import Path
 from typing import IO
 
 from .errors import OutputError
+
+
+def write_failed(path: Path, error: OSError, what: str = "cannot write") -> OutputError:
+    """One line for an OSError met writing ``path``, with the fix that fits its cause."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some space on the disk that holds {path.parent}, or write elsewhere"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = f"check that {path.parent} is writable, or write elsewhere"
+    elif error.errno == errno.EFBIG:  # a file size limit (ulimit -f), or FAT's 4 GB
+        hint = "the file is larger than this file system or a limit allows: write elsewhere"
+    elif error.errno == errno.ENAMETOOLONG:
+        hint = "choose a shorter name or folder"
+    else:
+        hint = "check the folder, or write elsewhere"
+    return OutputError(f"{path}: {what} ({reason})", hint)
 
 
 def _umask() -> int:
@@ -32,7 +49,7 @@ def atomic_write(path: Path, replace: bool = True) -> Iterator[IO[bytes]]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
     except OSError as e:
-        raise OutputError(f"{path}: cannot write to {folder} ({e.strerror})", "check the folder's permissions") from e
+        raise write_failed(path, e, f"cannot write to {folder}") from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should look like any file
         with os.fdopen(fd, "wb") as f:

@@ -48,7 +48,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         try:
             sd = load_file(p)
         except (SafetensorError, OSError, ValueError) as e:
-            raise WeightsError(f"{p}: not a readable safetensors file ({e})") from e
+            raise WeightsError(
+                f"{p}: not a readable safetensors file ({e})",
+                "the file is damaged or not safetensors: download or export it again",
+            ) from e
     else:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
@@ -72,7 +75,10 @@ def read_shapes(path: str | os.PathLike[str]) -> dict[str, list[int]]:
             with safe_open(p, framework="pt") as f:
                 return {k.removeprefix("module."): list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
         except (SafetensorError, OSError, ValueError) as e:
-            raise WeightsError(f"{p}: not a readable safetensors file ({e})") from e
+            raise WeightsError(
+                f"{p}: not a readable safetensors file ({e})",
+                "the file is damaged or not safetensors: download or export it again",
+            ) from e
     return {k: list(v.shape) for k, v in read_state_dict(p).items()}
 
 
@@ -122,7 +128,10 @@ def build_model(state_dict: Mapping[str, torch.Tensor], source: str = "weights")
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     except RuntimeError as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise WeightsError(f"{source}: does not fit {variant.shape()} ({detail})") from e
+        raise WeightsError(
+            f"{source}: does not fit {variant.shape()} ({detail})",
+            "leave --variant out to detect the network from the file, or pass the variant it was trained as",
+        ) from e
     return model.eval(), variant
 
 

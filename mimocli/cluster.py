@@ -13,6 +13,7 @@ extra): the core never imports Ray.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util import ActorPool
 
-from .atomic import remove_stale_parts, write_bytes_atomic
+from .atomic import remove_stale_parts, write_bytes_atomic, write_failed
 from .downloads import sha256_file, unreachable
 from .errors import ClusterError, ImageError, MimoError, OutputError
 from .evaluate import EvalRecord, Pair
@@ -121,6 +122,17 @@ def int8_files(model: Any, cache_dir: str | os.PathLike[str] | None = None) -> d
         return {}
 
 
+def read_failed(path: Path, error: OSError) -> ImageError:
+    """One line for an input this machine cannot read to send to a worker, with its fix."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the file's permissions"
+    elif error.errno == errno.ENOENT:
+        hint = "it was there when the run began: check whether something moved it"
+    else:
+        hint = "check the file and the disk it is on"
+    return ImageError(f"{path}: cannot read ({error.strerror or error})", hint)
+
+
 class Cluster:
     """Replicas of one model on a Ray cluster, and the jobs of a run spread over them.
 
@@ -163,9 +175,15 @@ class Cluster:
                 self.pids[actor_id] = {pid}
             settled: tuple[RunSettings, str] = ray.get(self.actors[0].settle.remote(self.weights))
         except ray.exceptions.RayActorError as e:  # __init__ failed: no device, bad weights
-            raise ClusterError(f"the model replicas could not start ({_cause(e)})") from None
+            raise ClusterError(
+                f"the model replicas could not start ({_cause(e)})",
+                "run the same command without --ray to see the error on this machine",
+            ) from None
         except ray.exceptions.RayTaskError as e:  # settling failed: a precision the workers lack
-            raise ClusterError(f"the model replicas cannot run these settings ({_cause(e)})") from None
+            raise ClusterError(
+                f"the model replicas cannot run these settings ({_cause(e)})",
+                "choose a --device/--precision the workers have (`mimo env` on a worker lists them)",
+            ) from None
         self.settled, self.reason = settled
 
     @property
@@ -198,7 +216,7 @@ class Cluster:
             try:
                 data = job.input.read_bytes()
             except OSError as e:
-                return ray.put(_failed(i, ImageError(f"{job.input}: cannot read ({e.strerror or e})")))
+                return ray.put(_failed(i, read_failed(job.input, e)))
             return actor.photo.remote(self.weights, self.settled, i, job, data, options, label)
 
         for i, value in self._results(submit, list(enumerate(jobs))):
@@ -216,11 +234,14 @@ class Cluster:
             except (FileExistsError, NotADirectoryError):
                 yield (
                     job,
-                    OutputError(f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way"),
+                    OutputError(
+                        f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way",
+                        "move that file, or choose another -o folder",
+                    ),
                 )
                 continue
             except OSError as e:
-                yield job, OutputError(f"{job.output}: cannot write ({e.strerror or e})")
+                yield job, write_failed(job.output, e)
                 continue
             for t in targets(job, options.save_scales, options.compare):
                 remove_stale_parts(t)
@@ -235,7 +256,7 @@ class Cluster:
             try:
                 blur, sharp = pair.blur.read_bytes(), pair.sharp.read_bytes()
             except OSError as e:
-                return ray.put(_failed(i, ImageError(f"{pair.blur}: cannot read ({e.strerror or e})")))
+                return ray.put(_failed(i, read_failed(pair.blur, e)))
             return actor.pair.remote(self.weights, self.settled, i, pair, blur, sharp)
 
         done: dict[int, EvalRecord | ImageError] = {}

@@ -26,6 +26,7 @@ GDRIVE_URL = "https://drive.google.com"  # for messages: gdown builds the real r
 TIMEOUT_S = 15  # seconds between bytes before an attempt is given up (pip waits 15 s too)
 ATTEMPTS = 4  # a cut transfer is resumed with an HTTP Range request up to this many times
 STALL_S = 30  # no byte for this long, attempts and waits included: the server hangs, stop
+OFFLINE_HINT = "check the network connection (and a proxy, if one is needed), then run it again"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -123,7 +124,7 @@ def _fetch(
     with contextlib.suppress(FileNotFoundError):
         dest.unlink()  # gdown would take a file already there as done, unchecked
     if why := unreachable(probe):
-        raise OfflineError(why)
+        raise OfflineError(why, OFFLINE_HINT)
     stalled = threading.Event()
     last = [time.monotonic()]
 
@@ -167,7 +168,7 @@ def _fetch(
     except requests.exceptions.ConnectionError as e:
         if _unreachable(e):
             host = urllib.parse.urlsplit(url or GDRIVE_URL).netloc
-            raise OfflineError(f"cannot reach {host} ({_first_line(e)})") from e
+            raise OfflineError(f"cannot reach {host} ({_first_line(e)})", OFFLINE_HINT) from e
         raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
     except (GdownError, requests.exceptions.RequestException) as e:
         raise DownloadError(f"{shown}: download failed ({_first_line(e)})", "run the command again to resume") from e
@@ -279,11 +280,16 @@ def hf_download(ref: str, cache: Path | None = None) -> Path:
             library_name="mimocli",
         )
     except LocalEntryNotFoundError as e:
-        raise OfflineError(f"{ref}: not in the hub cache and the hub cannot be reached") from e
+        raise OfflineError(
+            f"{ref}: not in the hub cache and the hub cannot be reached",
+            "connect to the internet once, or set HF_ENDPOINT to a mirror you can reach",
+        ) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         raise WeightsError(f"{ref}: {str(e).splitlines()[0]}", "check the owner/repo, file name and revision") from e
     except HfHubHTTPError as e:
-        raise DownloadError(f"{ref}: {str(e).splitlines()[0]}") from e
+        raise DownloadError(
+            f"{ref}: {str(e).splitlines()[0]}", "try again later; run `mimo env` to see the hub in use"
+        ) from e
     path = Path(local)
     blob = path.resolve()
     if _HEX64.match(blob.name) and sha256_file(blob) != blob.name:

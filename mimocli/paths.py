@@ -25,6 +25,7 @@ class Job:
     scales: dict[float | str, Path]  # the network's other outputs (--save-scales), by DeblurResult.scales key
     error: str | None = None
     compare: Path | None = None  # input and output side by side (--compare)
+    hint: str | None = None  # what to do about ``error``
 
 
 def output_suffix(src: Path) -> str:
@@ -45,31 +46,36 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE and not _is_ours(p))
 
 
-def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, Path | None, str | None]]:
-    """Each argument -> (file, the folder it was found in or None, error or None), in order,
-    without duplicates. Folders give their images; globs are expanded; a missing path is kept with
-    an error so that it is reported and the others still run."""
-    seen: set[Path] = set()
-    out: list[tuple[Path, Path | None, str | None]] = []
+Found = tuple[Path, Path | None, str | None, str | None]  # file, its folder argument, error, its fix
 
-    def add(p: Path, root: Path | None, error: str | None = None) -> None:
+
+def expand_inputs(args: list[str], recursive: bool = False) -> list[Found]:
+    """Each argument -> (file, the folder it was found in or None, error or None, what to do
+    about it), in order, without duplicates. Folders give their images; globs are expanded; a
+    missing path is kept with an error so that it is reported and the others still run."""
+    seen: set[Path] = set()
+    out: list[Found] = []
+
+    def add(p: Path, root: Path | None, error: str | None = None, hint: str | None = None) -> None:
         try:
             key = p.resolve()
         except (
             RuntimeError,
             OSError,
         ):  # a symlink loop (RuntimeError before Python 3.13): "no such file" would mislead
-            key, error = p.absolute(), "a symbolic link that points back to itself: fix or remove the link"
+            key = p.absolute()
+            error, hint = "a symbolic link that points back to itself", "fix or remove the link"
         if key not in seen:
             seen.add(key)
-            out.append((p, root, error))
+            out.append((p, root, error, hint))
 
     for arg in args:
         p = Path(arg).expanduser()
         if p.is_dir():
             found = _images_in(p, recursive)
             if not found:
-                add(p, None, "folder holds no images" + ("" if recursive else " (use --recursive for subfolders)"))
+                fix = f"add images of a type mimo reads ({', '.join(sorted(READABLE))})"
+                add(p, None, "folder holds no images", fix if recursive else "use --recursive for subfolders")
             for f in found:
                 add(f, p, None)
         elif p.exists():
@@ -78,11 +84,11 @@ def expand_inputs(args: list[str], recursive: bool = False) -> list[tuple[Path, 
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(arg), recursive=True))
             files = [m for m in matches if m.is_file() and not _is_ours(m)]
             if not files:
-                add(p, None, "no file matches this pattern")
+                add(p, None, "no file matches this pattern", "check the pattern and the folder it names")
             for m in files:
                 add(m, None)
         else:
-            add(p, None, "no such file")
+            add(p, None, "no such file", "check the path and its spelling")
     return out
 
 
@@ -105,7 +111,7 @@ def plan_jobs(
     if looks_like_file and len(found) > 1 and Path(str(output)).suffix.lower() in FORMATS:
         raise ValueError(f"-o {output} is a file name, but {len(found)} inputs were given; pass a folder")
     jobs = []
-    for src, root, error in found:
+    for src, root, error, hint in found:
         if single_file:
             assert out_path is not None
             dest = out_path
@@ -116,7 +122,8 @@ def plan_jobs(
             dest = folder / f"{src.stem}{SUFFIX}{output_suffix(src)}"
         scales = side_paths(dest, sides)
         stem = dest.stem.removesuffix(SUFFIX) if not single_file else dest.stem
-        jobs.append(Job(src, dest, scales, error, dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")))
+        compare = dest.with_name(f"{stem}{COMPARE_SUFFIX}{dest.suffix}")
+        jobs.append(Job(src, dest, scales, error, compare, hint))
     return jobs
 
 

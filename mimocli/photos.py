@@ -11,7 +11,7 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import remove_stale_parts
+from .atomic import remove_stale_parts, write_failed
 from .engine import Deblurrer
 from .errors import ImageError, MimoError, OutputError
 from .images import format_for, read_image, side_by_side, write_like
@@ -56,7 +56,7 @@ def check_job(job: Job, options: PhotoOptions, sources: Set[Path] = frozenset())
     ``sources``: the resolved inputs of the whole batch, none of which may be written over.
     Raises ImageError or OutputError for a job that must not run."""
     if job.error:
-        raise ImageError(f"{job.input}: {job.error}")
+        raise ImageError(f"{job.input}: {job.error}", job.hint)
     if job.output.suffix.lower() not in FORMATS and job.output.suffix.lower() == job.input.suffix.lower():
         kind = job.input.suffix or "a file without an extension"
         raise ImageError(
@@ -131,9 +131,12 @@ def deblur_image(
             )
             write_like(job.compare, both, image, options.quality, replace=not keep)
     except (FileExistsError, NotADirectoryError):  # from making the folder
-        raise OutputError(f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way") from None
+        raise OutputError(
+            f"{job.output}: cannot make the folder {job.output.parent}: a file is in the way",
+            "move that file, or choose another -o folder",
+        ) from None
     except OSError as e:
-        raise OutputError(f"{job.output}: cannot write ({e.strerror or e})") from None
+        raise write_failed(job.output, e) from None
     for t in targets(job, options.save_scales, options.compare):
         remove_stale_parts(t)  # left by a run that was killed while writing it
     h, w = result.image.shape[:2]

@@ -51,7 +51,8 @@ class Replica:
             digest = hashlib.sha256(blob).hexdigest()
             if digest != self.sha256:
                 raise IntegrityError(
-                    f"the weights reached this worker with sha256 {digest[:12]}…, not {self.sha256[:12]}…"
+                    f"the weights reached this worker with sha256 {digest[:12]}…, not {self.sha256[:12]}…",
+                    "run again; if it persists, check the cluster's object store (`ray status`)",
                 )
             model, _ = build_model(load(blob), "the weights sent by the driver")
             model.ensemble = self.ensemble

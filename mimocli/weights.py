@@ -160,7 +160,7 @@ def _download(entry: WeightsEntry, root: Path, dest: Path, on_progress: ByteProg
                 raw.unlink()
             return dest
         except OfflineError as e:
-            errors.append(str(e))
+            errors.append(e.message)  # the one fix for all of them follows
             continue
     raise OfflineError(f"could not download weights for {entry.key}: {'; '.join(errors)}", how)
 

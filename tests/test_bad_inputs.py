@@ -280,6 +280,35 @@ def test_video_output_that_cannot_be_written_is_one_line(tmp_path):
     assert len(decode(out)[0]) == 10
 
 
+def test_a_photo_that_cannot_be_written_says_what_to_do(tmp_path, tiny_weights):
+    """A full disk, as the process sees one (writes past RLIMIT_FSIZE fail with EFBIG): one line
+    naming the output, the cause and the fix; nothing half-written left; the causes a disk gives
+    get their own fixes."""
+    import errno
+
+    from mimocli.atomic import write_failed
+
+    src = write_image(tmp_path / "big.png", photo(160, 200))
+    limit = 20_000  # the input (about 90 kB) is read; the result cannot be written
+    done = subprocess.run(
+        [sys.executable, "-m", "mimocli", "deblur", src, "-w", tiny_weights, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    lines = errors(done.stderr)
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "big_deblurred.png: cannot write (File too large)" in lines[0] and "write elsewhere" in lines[0]
+    assert not list(tmp_path.glob("big_deblurred*")) and not list(tmp_path.glob(".big_deblurred*"))
+    full = write_failed(tmp_path / "o.png", OSError(errno.ENOSPC, "No space left on device"))
+    assert str(full) == (
+        f"{tmp_path / 'o.png'}: cannot write (No space left on device) "
+        f"(free some space on the disk that holds {tmp_path}, or write elsewhere)"
+    )
+    assert "is writable" in str(write_failed(tmp_path / "o.png", OSError(errno.EROFS, "Read-only file system")))
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_video_into_a_read_only_folder_is_one_line(tmp_path):
     weights = small_weights(tmp_path / "w.safetensors")

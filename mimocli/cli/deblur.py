@@ -181,7 +181,7 @@ def deblur(
         raise typer.BadParameter(str(e), param_hint="-o") from None
     if jobs and all(j.error for j in jobs):  # nothing can even be tried: say so before torch loads
         for j in jobs:
-            report(ImageError(f"{j.input}: {j.error}", "check the path"))
+            report(ImageError(f"{j.input}: {j.error}", j.hint))
         raise typer.Exit(1)
     from mimocli.photos import PhotoOptions  # torch, OpenCV: only once there is something to do
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mimocli.atomic import write_bytes_atomic
+from mimocli.atomic import write_bytes_atomic, write_failed
 from mimocli.errors import ImageError, OutputError
 from mimocli.settings import ClusterSettings, RunSettings
 
@@ -113,7 +113,7 @@ def eval_command(
             try:
                 write_bytes_atomic(csv_path, csv_text(records, summary).encode())
             except OSError as e:
-                raise OutputError(f"{csv_path}: cannot write ({e.strerror or e})") from None
+                raise write_failed(csv_path, e) from None
     if as_json:
         payload = {
             "data": str(data),
