@@ -501,7 +501,7 @@ def test_off_a_terminal_progress_is_a_plain_line_now_and_then(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("in.mp4: ")]
     assert lines, done.stderr
-    assert re.fullmatch(r"in\.mp4: \d+/24(, [\d.]+/s)?(, \d+:\d\d left)?", lines[-1]), lines
+    assert re.fullmatch(r"in\.mp4: \d+/24(, [\d.]+ frame/s|, [\d.]+ s/frame)?(, \d+:\d\d left)?", lines[-1]), lines
     assert len(set(lines)) == len(lines)  # a line only when something moved
     done = subprocess.run(
         [sys.executable, "-m", "mimocli", "video", clip, tmp_path / "o2.mp4", "-w", weights, "-q"],
@@ -558,6 +558,31 @@ def test_plain_progress_lines_read_as_people_write():
     unknown = p.add_task("weights", total=None, unit="bytes")
     p.update(unknown, completed=1200)
     assert plain_status(p.tasks[2]) == "weights: 1.2 kB"
+
+
+def test_the_bar_shows_the_rate_as_tqdm_does_and_the_time_left():
+    """Photos a second while fast, seconds a photo once slower than one a second (tqdm's rule),
+    and the time left, read from a clock the test moves; off a terminal the same in plain words."""
+    from rich.progress import Progress, TimeRemainingColumn
+
+    from mimocli.cli.console import RateColumn, plain_status
+
+    now = [0.0]
+    p = Progress(RateColumn(), TimeRemainingColumn(), get_time=lambda: now[0])
+    task = p.add_task("files", total=10, unit="photo")
+    rate, left = (c.render(p.tasks[0]).plain for c in p.columns)
+    assert rate == "-- photo/s" and left == "-:--:--"
+    for _ in range(3):  # a photo every 4 s
+        now[0] += 4.0
+        p.advance(task)
+    rate, left = (c.render(p.tasks[0]).plain for c in p.columns)
+    assert rate == "4.0 s/photo" and left == "0:00:28"  # 7 more at 4 s each
+    fast = p.add_task("tiles", total=100, unit="tile")
+    for _ in range(4):
+        now[0] += 0.4
+        p.advance(fast, 1)
+    assert p.columns[0].render(p.tasks[1]).plain == "2.50 tile/s"
+    assert plain_status(p.tasks[0]) == "files: 3/10, 4.0 s/photo, 0:28 left"
 
 
 def test_env_says_what_a_bug_report_needs(tmp_path):

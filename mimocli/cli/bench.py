@@ -210,7 +210,7 @@ def _bench_video(
     opts = VideoOptions(end=parse_time(duration))
     with warnings_to_stderr(quiet):
         progress = progress_bar(quiet=quiet)
-        task = progress.add_task(f"[bold]{escape(path.name)}", total=None)
+        task = progress.add_task(f"[bold]{escape(path.name)}", total=None, unit="frame")
         with progress, fail_on_error():
             s = bench_video(
                 path, deblurrer, opts, lambda done, total: progress.update(task, completed=done, total=total)

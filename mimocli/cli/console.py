@@ -131,7 +131,7 @@ def plain_status(task: Any) -> str:
         rate = f", {decimal(int(task.speed))}/s" if task.speed else ""
     else:
         done = _count(task.completed) + (f"/{_count(task.total)}" if task.total else "")
-        rate = f", {task.speed:.3g}/s" if task.speed else ""
+        rate = f", {RateColumn().render(task).plain}" if task.speed else ""
     left = ""
     if task.time_remaining is not None:
         m, sec = divmod(int(task.time_remaining), 60)
@@ -142,6 +142,19 @@ def plain_status(task: Any) -> str:
 def _count(value: float) -> str:
     """A count as a person writes it: 13631488, not 1.36315e+07."""
     return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+
+
+class RateColumn(ProgressColumn):
+    """The rate as tqdm shows it: "2.50 photo/s" while fast, "3.2 s/photo" once slower than one a
+    second (the task's ``unit`` field names the thing counted)."""
+
+    def render(self, task: Any) -> Text:
+        unit = task.fields.get("unit", "it")
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text(f"-- {unit}/s", style="progress.data.speed")
+        text = f"{speed:.2f} {unit}/s" if speed >= 1 else f"{1 / speed:.1f} s/{unit}"
+        return Text(text, style="progress.data.speed")
 
 
 def progress_bar(*columns: str | ProgressColumn, quiet: bool = False) -> Progress:

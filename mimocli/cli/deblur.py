@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from mimocli.errors import ImageError, MimoError, OutputError, WeightsError
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the heavy modules (torch, OpenCV) are imported when a comma
     from mimocli.weights import LoadedWeights
 
 from . import options
-from .console import app, err, fail_on_error, out, progress_bar, report, result, warnings_to_stderr
+from .console import RateColumn, app, err, fail_on_error, out, progress_bar, report, result, warnings_to_stderr
 from .weights import byte_progress
 
 
@@ -216,10 +216,12 @@ def deblur(
 
     try:
         with warnings_to_stderr(quiet):
-            progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), quiet=quiet)
+            progress = progress_bar(
+                MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet
+            )
             with progress:
-                files_task = progress.add_task("files", total=len(jobs))
-                tiles_task = progress.add_task("tiles", total=None, visible=False)
+                files_task = progress.add_task("files", total=len(jobs), unit="photo")
+                tiles_task = progress.add_task("tiles", total=None, visible=False, unit="tile")
 
                 def on_tiles(done: int, total: int | None) -> None:
                     progress.update(tiles_task, completed=done, total=total, visible=(total or 0) > 1)

@@ -92,7 +92,7 @@ def eval_command(
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet)
         with progress:
-            task = progress.add_task("[bold]eval", total=len(pairs))
+            task = progress.add_task("[bold]eval", total=len(pairs), unit="pair")
             if remote is None:
                 items = evaluate(pairs, deblurrer, lambda done, total: progress.update(task, completed=done))
             else:

@@ -63,7 +63,7 @@ def synth(
 
     with warnings_to_stderr(quiet):
         progress = progress_bar(MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet)
-        task = progress.add_task("[bold]pairs", total=None)
+        task = progress.add_task("[bold]pairs", total=None, unit="pair")
         try:
             with progress:
                 update = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731

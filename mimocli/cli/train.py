@@ -143,7 +143,7 @@ def train_command(
             TimeRemainingColumn(),
             quiet=quiet,
         )
-        task = progress.add_task("[bold]train", total=steps, loss="-")
+        task = progress.add_task("[bold]train", total=steps, loss="-", unit="step")
         with progress, fail_on_error():
             summary = train(
                 model,

@@ -186,7 +186,7 @@ def video(
         progress = progress_bar(
             MofNCompleteColumn(), FpsColumn(first), TimeElapsedColumn(), TimeRemainingColumn(), quiet=quiet
         )
-        task = progress.add_task(f"[bold]{escape(input.name)}", total=None)
+        task = progress.add_task(f"[bold]{escape(input.name)}", total=None, unit="frame")
 
         def on_progress(done: int, total: int | None) -> None:
             if not first:

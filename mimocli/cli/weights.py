@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import DownloadColumn, TransferSpeedColumn
+from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from mimocli.errors import MimoError
@@ -26,7 +26,7 @@ CacheDir = typer.Option(
 
 def byte_progress(quiet: bool = False):  # type: ignore[no-untyped-def]
     """A rich download bar on stderr and the callback that feeds it."""
-    progress = progress_bar(DownloadColumn(), TransferSpeedColumn(), quiet=quiet)
+    progress = progress_bar(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
     task = progress.add_task("weights", total=None, unit="bytes")
 
     def update(done: int, total: int | None) -> None:
