@@ -61,10 +61,17 @@ def make_clip(
     sar: Fraction | None = None,
     fmt: str | None = None,
     gop: int | None = None,
+    chapters: list[tuple[float, float, str]] | None = None,
+    timecode: str | None = None,
+    attachment: bool = False,
 ) -> Path:
     """A clip of ``frames`` frames; with ``vfr`` every third frame lasts twice as long; ``sar``:
     the sample aspect ratio; ``fmt``: the container (e.g. "h264", a raw elementary stream);
-    ``gop``: a keyframe every ``gop`` frames (x264: B-frames between them)."""
+    ``gop``: a keyframe every ``gop`` frames (x264: B-frames between them). ``chapters``: (start,
+    end, title) in seconds, as `ffmpeg -map_chapters` writes them (in MP4/MOV a text chapter
+    track, which FFmpeg reads back as a data stream and as the chapters); ``timecode``: as
+    `ffmpeg -timecode` writes it (in MOV/MP4 a tmcd data stream); ``attachment``: a font
+    attached, as Matroska files with styled subtitles carry one."""
     w, h = size
     tb = Fraction(1, fps * 512)
     with av.open(str(path), "w", format=fmt) as out:
@@ -86,6 +93,18 @@ def make_clip(
             ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc = colour
         if rotate is not None:
             v.set_display_rotation(rotate)
+        if timecode is not None:
+            v.metadata["timecode"] = timecode
+        if chapters:
+            out.set_chapters(
+                [
+                    {"id": i + 1, "start": round(a * 1000), "end": round(b * 1000), "time_base": Fraction(1, 1000)}
+                    | {"metadata": {"title": title}}
+                    for i, (a, b, title) in enumerate(chapters)
+                ]
+            )
+        if attachment:
+            out.add_attachment("font.ttf", "font/ttf", b"\0\1\0\0 not really a font")
         a = None
         if audio:
             a = out.add_stream(audio, rate=48000, layout="stereo")

@@ -8,6 +8,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -216,7 +217,10 @@ def _interrupted(src: Path, dst: Path, weights: Path, at: int) -> None:
     from mimocli.weights import load_weights
 
     def stop(done: int, total: int | None) -> None:
-        if done >= at:
+        if done >= at:  # deblurred; the encoder thread commits their segments a moment later
+            deadline = time.monotonic() + 60
+            while WorkDir(dst).done() < at // 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
             raise KeyboardInterrupt
 
     torch.set_num_threads(1)  # as --threads 1 and the one-CPU replicas run

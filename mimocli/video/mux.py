@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,6 @@ import av
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from mimocli.atomic import atomic_write
-from mimocli.errors import VideoError
 
 from .encoding import CONTAINERS, StreamSpec
 from .formats import has_alpha
@@ -68,12 +66,12 @@ def _mux(
             video.disposition = vin.disposition
             if plan.display_matrix:
                 video.set_display_matrix(list(plan.display_matrix))
-            streams = _copy_streams(src, out, source, fmt)
+            if plan.streams.timecode is not None:  # MOV/MP4 write a timecode track from it
+                video.metadata["timecode"] = plan.streams.timecode
+            streams = _copy_streams(src, out, plan.streams.copy)
             copied = len(streams)
-            with contextlib.suppress(AttributeError, ValueError, av.error.FFmpegError):
-                chapters = src.chapters()
-                if chapters and source.start is None and source.end is None:
-                    out.set_chapters(chapters)
+            if plan.streams.chapters:
+                out.set_chapters(plan.streams.chapter_dicts())
             if streams:
                 cut = float(plan.shift * plan.time_base) if source.start is not None else None
                 others = _other_packets(src, streams, cut, source.end)
@@ -104,23 +102,13 @@ def _tags(metadata: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _copy_streams(src: Any, out: Any, source: VideoSource, fmt: str) -> dict[int, Any]:
-    """Output streams for every input stream but the deblurred one, by input index."""
+def _copy_streams(src: Any, out: Any, copy: tuple[int, ...]) -> dict[int, Any]:
+    """Output streams for the input streams ``copy`` names (the plan found that the output's
+    muxer takes each), by input index."""
     streams: dict[int, Any] = {}
-    for s in src.streams:
-        if s.index == source.stream.index:
-            continue
-        try:
-            o = out.add_stream_from_template(s, opaque=True)
-        except (ValueError, av.error.FFmpegError) as e:
-            name = s.codec_context.name if s.codec_context is not None else s.type
-            what = f"{s.type} stream #{s.index} ({name})"
-            if s.type in ("data", "attachment"):
-                warnings.warn(f"{what} cannot be stored in {fmt}; left out", UserWarning, stacklevel=3)
-                continue
-            raise VideoError(
-                f"{source.path}: its {what} cannot be stored in {fmt} ({e})", "write .mkv, which holds every stream"
-            ) from None
+    for i in copy:
+        s = src.streams[i]
+        o = out.add_stream_from_template(s, opaque=True)
         o.metadata.update(_tags(s.metadata))
         o.disposition = s.disposition
         streams[s.index] = o

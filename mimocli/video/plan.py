@@ -15,6 +15,7 @@ from .encoding import StreamSpec
 from .folder import Source, open_source
 from .options import VideoOptions
 from .source import Seek, SeekIndex, VideoSource
+from .streams import StreamChoices
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,7 +30,8 @@ class VideoPlan:
     input, so the muxer never depends on a decoder having run. ``seeks``: where each frame's
     decoding may start (None where frames cannot be found by timestamp: decode from the start).
     ``run``: the network's settings, every choice made (precision, tile...): what a worker or a
-    resumed run is given, so that none of them decides again.
+    resumed run is given, so that none of them decides again. ``streams``: what the main output
+    keeps of the input's other streams, chapters and timecode (and what it leaves out).
     """
 
     input: Path
@@ -44,6 +46,7 @@ class VideoPlan:
     outputs: tuple[Path, ...]
     specs: tuple[StreamSpec, ...]
     run: RunSettings
+    streams: StreamChoices = StreamChoices()
 
     @property
     def checkpoint(self) -> int:

@@ -32,6 +32,7 @@ from .plan import VideoPlan, probe
 from .png import run_png_frames
 from .segments import MANIFEST_VERSION, WorkDir, read_segment
 from .source import VideoSource
+from .streams import StreamChoices, plan_streams
 
 
 class SegmentExecutor(Protocol):
@@ -123,12 +124,18 @@ def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> d
 def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions) -> None:
     """Everything that can be refused before a model is loaded: the request (check_request), the
     input opened and probed as the run will (missing, unreadable, no video stream, --start past
-    the end) and an output folder that cannot be written. Raises VideoError or OutputError."""
+    the end), an audio or subtitle stream the output's container cannot hold, and an output
+    folder that cannot be written. Raises VideoError or OutputError."""
     src_path, out_path = Path(input), Path(output)
     check_request(src_path, out_path, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the run opens it again and says them once
-        open_source(src_path, options).close()
+        source = open_source(src_path, options)
+        try:
+            if not options.png_frames:  # a stream the output cannot hold: refused now, not after the frames
+                other_streams(source, CONTAINERS[out_path.suffix.lower()], 0)
+        finally:
+            source.close()
     folder = out_path if options.png_frames and out_path.is_dir() else out_path.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{out_path}: the folder {folder} is not writable", "choose another output folder")
@@ -185,7 +192,11 @@ def plan_video(
             warning=note,
         )
         if isinstance(source, VideoSource):
-            plan["streams_copied"] = sum(1 for s in source.container.streams if s.index != source.stream.index)
+            streams = other_streams(source, CONTAINERS[out_path.suffix.lower()], 0)
+            plan["streams_copied"] = len(streams.copy)
+            plan["chapters"] = len(streams.chapters)
+            plan["timecode"] = streams.timecode
+            plan["left_out"] = list(streams.dropped)
         return plan
     finally:
         source.close()
@@ -389,6 +400,10 @@ def make_plan(
         )
     specs[0].encoder()  # refuse bad settings before any work
     found = probe(source, options, index)
+    streams = other_streams(source, fmt, found.shift)
+    for note in streams.dropped:
+        summary.warnings.append(f"{source.path}: {note}; left out")
+        warnings.warn(f"{source.path}: {note}; left out", UserWarning, stacklevel=3)
     return VideoPlan(
         source.path,
         options,
@@ -402,7 +417,19 @@ def make_plan(
         tuple(outputs),
         tuple(specs),
         run,
+        streams,
     )
+
+
+def other_streams(source: Source, fmt: str, shift: int) -> StreamChoices:
+    """What the output keeps of the input's other streams, chapters and timecode, for the range
+    whose first frame is at ``shift`` (in the source's time base); refusals before any work."""
+    if not isinstance(source, VideoSource):
+        return StreamChoices()
+    cut = float(shift * source.time_base) if source.start is not None else None
+    first = source.stream.start_time or 0
+    skipped = round((shift - first) * source.time_base * source.rate) if source.start is not None else 0
+    return plan_streams(source, fmt, cut, source.end, max(0, skipped))
 
 
 def _recorded(run: RunSettings) -> dict[str, Any]:

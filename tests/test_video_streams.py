@@ -1,0 +1,116 @@
+"""What `mimo video` keeps of an input besides its frames, decided when the run is planned:
+chapters, timecode, data streams and attachments (kept where the output's container holds them,
+left out with one warning where it cannot, refused before any work where it is sound)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+from typer.testing import CliRunner
+
+from mimocli.cli import app
+from mimocli.video.streams import advance_timecode
+
+from .clips import decode, make_clip, small_weights
+
+runner = CliRunner()
+TWO_CHAPTERS = [(0.0, 0.5, "one"), (0.5, 1.0, "two")]
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    return small_weights(tmp_path / "w8.safetensors")
+
+
+def chapters(path: Path) -> list[tuple[float, float, str]]:
+    with av.open(str(path)) as c:
+        return [
+            (float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]), ch["metadata"].get("title", ""))
+            for ch in c.chapters()
+        ]
+
+
+def timecodes(path: Path) -> dict[str, str]:
+    """The timecode tags, by stream type ("video" in Matroska's tag, "data" for a tmcd track)."""
+    with av.open(str(path)) as c:
+        return {s.type: v for s in c.streams for k, v in s.metadata.items() if k.lower() == "timecode"}
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+def test_chapters_of_an_mp4_are_kept(tmp_path, weights, suffix):
+    """Recipe: an MP4 with two chapters, as `ffmpeg -i in.mp4 -i chapters.ffmeta -map 0
+    -map_chapters 1 -c copy` writes them: a text chapter track that FFmpeg reads back both as a
+    data stream and as the chapters. Copying that track as a stream failed the mux (.mp4:
+    InvalidDataError, .mkv: ArgumentError) after all the frames were done."""
+    src = make_clip(tmp_path / "c.mp4", frames=24, chapters=TWO_CHAPTERS)
+    out = tmp_path / f"o{suffix}"
+    r = run("video", src, out, "-w", weights, "--threads", "1")
+    assert r.exit_code == 0, r.output
+    assert chapters(out) == [(0.0, 0.5, "one"), (0.5, 1.0, "two")]
+    with av.open(str(out)) as c:
+        kinds = [s.type for s in c.streams]
+    assert kinds[:2] == ["video", "audio"]  # (MP4/MOV make their own chapter track beside them)
+    assert len(decode(out)[0]) == 24
+    cut = tmp_path / f"cut{suffix}"
+    assert run("video", src, cut, "-w", weights, "--start", "0.5").exit_code == 0
+    assert chapters(cut) == [(0.0, 0.5, "two")]  # the chapters of the range, from its start
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mp4", ".mkv"])
+def test_a_timecode_track_is_kept_and_moves_with_a_cut(tmp_path, weights, suffix):
+    """Recipe: a MOV with a timecode track, as `ffmpeg ... -timecode 01:00:00:00 t.mov` writes it
+    (a tmcd data stream). It failed the mux into .mov and .mkv. MOV and MP4 get a timecode track
+    again, Matroska the TIMECODE tag; a cut starts at its own first frame's timecode."""
+    src = make_clip(tmp_path / "t.mov", frames=24, timecode="01:00:00:00")
+    out = tmp_path / f"o{suffix}"
+    r = run("video", src, out, "-w", weights, "--threads", "1")
+    assert r.exit_code == 0, r.output
+    where = "video" if suffix == ".mkv" else "data"
+    assert timecodes(out)[where] == "01:00:00:00"
+    cut = tmp_path / f"cut{suffix}"
+    assert run("video", src, cut, "-w", weights, "--start", "0.5").exit_code == 0
+    assert timecodes(cut)[where] == "01:00:00:12"  # 0.5 s at 24 fps: 12 frames on
+
+
+def test_what_the_container_cannot_hold_is_left_out_with_one_warning_before_any_work(tmp_path, weights):
+    """A Matroska attachment (a font) cannot go into MP4: left out, one warning naming it, said
+    when the run is planned (the dry run says it too); an audio stream a WebM cannot hold is
+    refused before the model is loaded."""
+    src = make_clip(tmp_path / "a.mkv", frames=6, attachment=True)
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    assert "attachment stream #2" in r.stdout and "mp4 cannot hold it" in r.stdout
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights)
+    assert r.exit_code == 0, r.output
+    said = [line for line in r.stderr.splitlines() if "attachment stream #2" in line]
+    assert len(said) == 1 and "left out" in said[0], r.stderr
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+    aac = make_clip(tmp_path / "aac.mp4", frames=6)
+    r = run("video", aac, tmp_path / "o.webm", "-w", tmp_path / "no-such-weights.safetensors")
+    assert r.exit_code == 1  # refused for the stream before the (missing) weights are looked at
+    assert "audio stream #1 (aac) cannot be stored in webm" in r.stderr and "write .mkv" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("timecode", "frames", "rate", "moved"),
+    [
+        ("01:00:00:00", 12, 24, "01:00:00:12"),
+        ("00:59:59:23", 1, 24, "01:00:00:00"),
+        ("23:59:59:24", 1, 25, "00:00:00:00"),  # (an input's own odd value: carried on)
+        ("00:00:59;29", 1, 30, "00:01:00;02"),  # drop-frame: ;00 and ;01 of minute 1 do not exist
+        ("00:09:59;29", 1, 30, "00:10:00;00"),  # ... except every tenth minute
+        ("00:00:00;00", 1800, 30, "00:01:00;02"),
+        ("not a timecode", 5, 24, "not a timecode"),
+    ],
+)
+def test_timecodes_move_on_as_smpte_counts(timecode, frames, rate, moved):
+    from fractions import Fraction
+
+    assert advance_timecode(timecode, frames, Fraction(rate)) == moved
