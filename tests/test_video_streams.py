@@ -114,3 +114,35 @@ def test_timecodes_move_on_as_smpte_counts(timecode, frames, rate, moved):
     from fractions import Fraction
 
     assert advance_timecode(timecode, frames, Fraction(rate)) == moved
+
+
+def alpha_mode_without_alpha(path: Path, frames: int = 6) -> Path:
+    """What Chrome's MediaRecorder writes: a WebM whose header says AlphaMode 1 (the stream's
+    parameters say yuva420p) while its packets carry no alpha (no BlockAdditional)."""
+    from fractions import Fraction
+
+    from .clips import picture
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libvpx-vp9", rate=24)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuva420p"  # what the muxer's header says
+        enc = av.CodecContext.create("libvpx-vp9", "w")  # what the packets are
+        enc.width, enc.height, enc.pix_fmt, enc.time_base, enc.framerate = 64, 48, "yuv420p", Fraction(1, 24), 24
+        for i in [*range(frames), None]:
+            f = None
+            if i is not None:
+                f = av.VideoFrame.from_ndarray(picture(i, 48, 64), format="rgb24").reformat(format="yuv420p")
+                f.pts, f.time_base = i, Fraction(1, 24)
+            for p in enc.encode(f):
+                p.stream = v
+                out.mux(p)
+    return path
+
+
+def test_a_webm_that_only_declares_alpha_is_not_transparent(tmp_path, weights):
+    src = alpha_mode_without_alpha(tmp_path / "recorded.webm")
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].metadata.get("alpha_mode") == "1"  # the recipe holds
+    r = run("video", src, tmp_path / "o.mp4", "-w", weights)
+    assert r.exit_code == 0, r.output  # refused as transparent (x264 holds no alpha) before
+    assert len(decode(tmp_path / "o.mp4")[0]) == 6

@@ -130,9 +130,10 @@ class VideoSource:
             self.container.close()
             raise VideoError(f"{path}: the video stream has no picture size", "the file may be damaged")
         # Transparency: in the pixel format, or (VP8/VP9 in WebM) in a side stream that only
-        # libvpx's decoders read; FFmpeg's own would return opaque frames.
+        # libvpx's decoders read; FFmpeg's own would return opaque frames. The header's AlphaMode
+        # alone says nothing: Chrome's MediaRecorder sets it and sends no alpha at all.
         self.decoder: Any = None
-        if self.stream.metadata.get("alpha_mode") == "1" and ctx.name in _ALPHA_DECODERS:
+        if self.stream.metadata.get("alpha_mode") == "1" and ctx.name in _ALPHA_DECODERS and self._carries_alpha():
             self.decoder = av.CodecContext.create(_ALPHA_DECODERS[ctx.name], "r")
             self.pix_fmt = "yuva420p"
         self.alpha = has_alpha(self.pix_fmt)
@@ -174,6 +175,16 @@ class VideoSource:
             )
             return Fraction(DEFAULT_FPS)
         return carried
+
+    def _carries_alpha(self, packets: int = 16) -> bool:
+        """Whether the first ``packets`` video packets carry WebM's alpha side data (BlockAdditional)."""
+        with av.open(str(self.path)) as c:
+            for i, p in enumerate(c.demux(c.streams[self.stream.index])):
+                if i >= packets:
+                    break
+                if any(sd.data_type == "matroska_block_additional" for sd in p.iter_sidedata()):
+                    return True
+        return False
 
     @property
     def seconds(self) -> float | None:
