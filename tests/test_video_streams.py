@@ -146,3 +146,30 @@ def test_a_webm_that_only_declares_alpha_is_not_transparent(tmp_path, weights):
     r = run("video", src, tmp_path / "o.mp4", "-w", weights)
     assert r.exit_code == 0, r.output  # refused as transparent (x264 holds no alpha) before
     assert len(decode(tmp_path / "o.mp4")[0]) == 6
+
+
+def test_a_raw_stream_whose_timing_is_its_time_base_is_taken_at_25_fps(tmp_path, weights):
+    """Recipe: the video of an MP4 cut out as a raw H.264 stream (`ffmpeg -i in.mp4 -map 0:v -c
+    copy s.h264`): x264 wrote the container's time base (1/12288) into the VUI timing, which then
+    reads as 12288 fps. It made 12 frames last 1 ms with no word; FFmpeg assumes 25 fps."""
+    mp4 = make_clip(tmp_path / "m.mp4", frames=12, audio=None)
+    raw = tmp_path / "s.h264"
+    with av.open(str(mp4)) as c, av.open(str(raw), "w", format="h264") as o:
+        s = o.add_stream_from_template(c.streams.video[0], opaque=True)
+        for p in c.demux(c.streams.video[0]):
+            if p.size:
+                p.stream = s
+                o.mux(p)
+    with av.open(str(raw)) as c:
+        assert c.streams.video[0].codec_context.framerate > 1000  # the recipe holds
+    r = run("video", raw, tmp_path / "o.mp4", "-w", weights)
+    assert r.exit_code == 0, r.output
+    assert "timing says 12288 fps, which is its time base" in " ".join(r.stderr.split())
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        v = c.streams.video[0]
+        assert v.frames == 12 and float(v.duration * v.time_base) == pytest.approx(12 / 25)
+    r = run("video", raw, tmp_path / "o24.mp4", "-w", weights, "--fps", "24")
+    assert r.exit_code == 0 and "Warning" not in r.stderr, r.output  # the rate given, nothing to say
+    with av.open(str(tmp_path / "o24.mp4")) as c:
+        v = c.streams.video[0]
+        assert float(v.duration * v.time_base) == pytest.approx(12 / 24)

@@ -21,6 +21,7 @@ from mimocli.errors import VideoError
 
 from .formats import SWS_FLAGS, YUVA8, Colour, alpha_view, bits, has_alpha
 
+MAX_FPS = 1000  # above any camera's rate (slow motion reaches 960): a raw stream saying more gives its time base
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}  # decoders that read WebM's alpha side stream
 DEFAULT_FPS = Fraction(25)  # frame folders, as FFmpeg's image2 demuxer assumes
 
@@ -159,7 +160,7 @@ class VideoSource:
         (H.264/HEVC VUI timing), else 25, with a warning that says which was used."""
         carried = Fraction(ctx.framerate) if ctx.framerate and ctx.framerate > 0 else None
         if fps is not None:
-            if carried is not None and carried != fps:
+            if carried is not None and carried != fps and carried <= MAX_FPS:
                 warnings.warn(
                     f"{self.path}: --fps {float(fps):g} overrides the {float(carried):.3f} fps the stream carries",
                     UserWarning,
@@ -170,6 +171,16 @@ class VideoSource:
             warnings.warn(
                 f"{self.path}: the raw stream carries no frame rate; {DEFAULT_FPS} fps is assumed "
                 "(pass --fps to set it)",
+                UserWarning,
+                3,
+            )
+            return Fraction(DEFAULT_FPS)
+        if carried > MAX_FPS:
+            # A stream cut out of a container often keeps the container's time base in its VUI
+            # timing (12800 "fps" for MP4's 1/12800), not its frame rate: FFmpeg assumes 25 too.
+            warnings.warn(
+                f"{self.path}: the raw stream's timing says {float(carried):g} fps, which is its time base, "
+                f"not a frame rate; {DEFAULT_FPS} fps is assumed (pass --fps to set it)",
                 UserWarning,
                 3,
             )
