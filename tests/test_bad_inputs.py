@@ -23,6 +23,7 @@ from mimocli.cli import app
 from mimocli.engine import Deblurrer
 from mimocli.errors import NotFiniteError
 from mimocli.images import read_image, write_image
+from mimocli.video import WorkDir
 
 from .clips import decode, make_clip, small_weights
 from .conftest import photo, tiny_model
@@ -236,12 +237,45 @@ def test_a_cut_short_video_is_an_error_unless_repaired(tmp_path):
     assert "Traceback" not in done.stderr and len(errors(done.stderr)) == 1
     assert "cut.mp4: " in done.stderr and "--repair" in done.stderr
     assert not out.exists()
+    early = run("video", cut, out, "-w", tmp_path / "not-loaded.safetensors")
+    assert early.exit_code == 1 and "cut short" in early.stderr  # found before the weights, the decode and the work
+    assert "not-loaded" not in early.stderr and not WorkDir(out).exists()
     r = run("video", cut, out, "-w", weights, "--repair", "--resume", "--json")
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["missing"] > 10 and summary["frames"] + summary["missing"] >= 44
     assert "cut short" in r.stderr and "missing from the cut-short input" in r.stderr
     assert len(decode(out)[0]) == summary["frames"]
+
+
+def test_damaged_packets_are_an_error_unless_repaired_and_then_counted(tmp_path):
+    """Recipe: an H.264 MP4 (48 frames, a keyframe every 12) with 40 bytes overwritten in the
+    middle of video packets 20 and 30, sizes unchanged. The decoder conceals the damage (no
+    error from FFmpeg), which passed in silence: "48 of 48", exit 0."""
+    weights = small_weights(tmp_path / "w.safetensors")
+    made = make_clip(tmp_path / "made.mp4", frames=48, size=(128, 96), audio=None, gop=12)
+    with av.open(str(made)) as c:
+        where = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(made.read_bytes())
+    noise = np.random.default_rng(1).integers(0, 256, 40, dtype=np.uint8).tobytes()
+    for k in (20, 30):
+        pos, size = where[k]
+        data[pos + size // 2 : pos + size // 2 + 40] = noise
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    done = mimo("video", damaged, out, "-w", weights, "--device", "cpu")
+    lines = errors(done.stderr)
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "damaged.mp4: damaged video data near 0.833 s" in lines[0] and "--repair" in lines[0]
+    assert not out.exists()
+    r = run("video", damaged, out, "-w", weights, "--repair", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["frames"] == 48 and 2 <= summary["damaged"] <= 24  # the two, and what refers to them
+    said = " ".join(r.stderr.split())
+    assert f"{summary['damaged']} frame(s) from 0.833 s on were decoded from damaged data" in said
+    assert len(decode(out)[0]) == 48
 
 
 def test_no_frames_in_range_is_an_error_that_names_the_length(tmp_path):

@@ -223,6 +223,8 @@ def video(
             extra.append(f"{summary.repaired} repaired")
         if summary.missing:
             extra.append(f"{summary.missing} missing from the cut-short input")
+        if summary.damaged:
+            extra.append(f"{summary.damaged} decoded from damaged data")
         if summary.retries:
             extra.append(f"{summary.retries} segment(s) retried after a worker died")
         if summary.streams_copied:

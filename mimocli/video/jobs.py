@@ -52,6 +52,7 @@ class SegmentResult:
     deblurred: int = 0
     repaired: int = 0
     missing: int = 0  # frames the cut-short input's header promises (the job that ran to the end)
+    damaged: int = 0  # frames decoded from damaged data (--repair)
     times: dict[str, float] = field(default_factory=dict)
 
 
@@ -72,6 +73,7 @@ def segment_job(plan: VideoPlan, path: Path, deblurrer: Deblurrer, first: int, l
             summary.deblurred,
             summary.repaired,
             source.missing if last and isinstance(source, VideoSource) else 0,
+            source.damaged if isinstance(source, VideoSource) else 0,
             {"decode": summary.decode_seconds, "infer": summary.infer_seconds, "encode": summary.encode_seconds},
         )
     finally:

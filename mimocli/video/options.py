@@ -41,6 +41,7 @@ class VideoSummary:
     resumed: int = 0  # reused from an interrupted run
     repaired: int = 0  # undecodable frames replaced by the previous one
     missing: int = 0  # frames the file's header promises after the point where it is cut short
+    damaged: int = 0  # frames decoded from damaged data, kept as the decoder mended them (--repair)
     width: int = 0
     height: int = 0
     codec: str = ""

@@ -104,6 +104,7 @@ def deblur_video(
     summary.frames = summary.resumed + summary.deblurred
     if isinstance(source, VideoSource) and executor is None:
         summary.missing = source.missing
+        summary.damaged = source.damaged
     summary.seconds = time.perf_counter() - started
     summary.fps = summary.deblurred / summary.seconds if summary.seconds else 0.0
     return summary
@@ -124,8 +125,8 @@ def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> d
 def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions) -> None:
     """Everything that can be refused before a model is loaded: the request (check_request), the
     input opened and probed as the run will (missing, unreadable, no video stream, --start past
-    the end), an audio or subtitle stream the output's container cannot hold, and an output
-    folder that cannot be written. Raises VideoError or OutputError."""
+    the end, cut short without --repair), an audio or subtitle stream the output's container
+    cannot hold, and an output folder that cannot be written. Raises VideoError or OutputError."""
     src_path, out_path = Path(input), Path(output)
     check_request(src_path, out_path, options)
     with warnings.catch_warnings():
@@ -134,6 +135,8 @@ def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], opt
         try:
             if not options.png_frames:  # a stream the output cannot hold: refused now, not after the frames
                 other_streams(source, CONTAINERS[out_path.suffix.lower()], 0)
+            if isinstance(source, VideoSource):
+                source.check_complete()
         finally:
             source.close()
     folder = out_path if options.png_frames and out_path.is_dir() else out_path.parent
@@ -456,6 +459,7 @@ def _executor_segments(
         summary.deblurred += result.deblurred
         summary.repaired += result.repaired
         summary.missing += result.missing
+        summary.damaged += result.damaged
         summary.decode_seconds += result.times.get("decode", 0.0)
         summary.infer_seconds += result.times.get("infer", 0.0)
         summary.encode_seconds += result.times.get("encode", 0.0)

@@ -143,6 +143,8 @@ class VideoSource:
         self.display_matrix: list[int] | None = None  # rotation/flip, from the first decoded frame
         self.missing = 0  # frames the header promises past a cut (set when the packets run out)
         self.seek_misses = 0  # seeks that missed their frame (or failed before it): decoded from the start
+        self.damaged = 0  # frames decoded with concealed errors, and those after them up to a keyframe (--repair)
+        self.damaged_at: float | None = None  # the first one's time, in seconds
         first = float(self.stream.start_time * self.time_base) if self.stream.start_time is not None else 0.0
         if start is not None and start <= first + 1e-6 and not self.restamp:
             self.start = None  # from the first frame on: the same as no --start, priming and all
@@ -306,9 +308,10 @@ class VideoSource:
         elif self.start and not self.restamp:  # a raw stream cannot seek by time: it is read from the start
             self.container.seek(int(self.start / tb), stream=self.stream, backward=True, any_frame=False)
         lost: list[int] = []  # timestamps of undecodable packets, as a heap
-        state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None, "n": 0}
+        state: dict[str, Any] = {"index": 0, "last": None, "prev": None, "first": None, "n": 0, "spoilt": False}
         default_duration = max(1, round(1 / (self.rate * tb)))
         self.missing = 0
+        self.damaged, self.damaged_at = 0, None
         restamp = self.restamp
 
         def emit(
@@ -369,10 +372,20 @@ class VideoSource:
                     while lost and (f.pts is None or lost[0] < f.pts):
                         yield lost[0], 0, None, True
                         heapq.heappop(lost)
+                    # a damaged frame since the last keyframe: the frames after it refer to it
+                    self._note_damage(f, tb, state["spoilt"])
+                    state["spoilt"] = bool(f.is_corrupt or (state["spoilt"] and not f.key_frame))
                     yield f.pts, int(f.duration or 0), f, False
             while lost:
                 yield heapq.heappop(lost), 0, None, True
             self._check_length(end, default_duration)
+            if self.damaged:
+                warnings.warn(
+                    f"{self.path}: {self.damaged} frame(s) from {self.damaged_at:.3f} s on were decoded from damaged "
+                    "data and are kept as the decoder mended them",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
         for pts, duration, f, repaired in decoded():
             if seek is not None and state["first"] is None:  # decoding up to the sought frame
@@ -423,6 +436,43 @@ class VideoSource:
                     "pass --repair to keep what can be read",
                 ) from None
             yield packet
+
+    def _note_damage(self, frame: Any, tb: Fraction, spoilt: bool) -> None:
+        """A frame the decoder had to conceal errors in (FFmpeg flags it corrupt), or one that
+        refers to such a frame (up to the next keyframe), is an error, or with ``repair`` counted."""
+        if not (frame.is_corrupt or (spoilt and not frame.key_frame)):
+            return
+        when = float((frame.pts or 0) * tb)
+        if not self.repair:
+            raise VideoError(
+                f"{self.path}: damaged video data near {when:.3f} s: the decoder had to conceal errors "
+                "(the file is corrupt)",
+                "pass --repair to keep the frames as the decoder mends them; add --resume to reuse the frames done",
+            )
+        self.damaged += 1
+        if self.damaged_at is None:
+            self.damaged_at = when
+
+    def check_complete(self) -> None:
+        """Before any decoding: a file cut short (its packets end before its header says) is an
+        error now, not after the frames before the cut are deblurred; with ``repair`` the decode
+        says it. Reads the packets (no decoding): a few seconds for gigabytes."""
+        if self.repair or self._header_end() is None:
+            return
+        tb = self.demux_time_base if self.restamp else self.time_base
+        default_duration = max(1, round(1 / (self.rate * tb)))
+        end = None
+        with open_input(self.path) as container:
+            try:
+                for packet in container.demux(container.streams[self.stream.index]):
+                    if packet.size and packet.pts is not None:
+                        end = max(end or 0, packet.pts + (packet.duration or default_duration))
+            except av.error.FFmpegError as e:
+                raise VideoError(
+                    f"{self.path}: the container is damaged ({e.strerror or e})",
+                    "pass --repair to keep what can be read",
+                ) from None
+        self._check_length(end, default_duration)
 
     def _check_length(self, end: int | None, frame: int) -> None:
         """After the last packet: a file that ends before its header says it does is cut short.
