@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -173,3 +174,35 @@ def test_a_raw_stream_whose_timing_is_its_time_base_is_taken_at_25_fps(tmp_path,
     with av.open(str(tmp_path / "o24.mp4")) as c:
         v = c.streams.video[0]
         assert float(v.duration * v.time_base) == pytest.approx(12 / 24)
+
+
+def decoded_audio(path: Path) -> tuple[float, np.ndarray]:
+    """The first audio stream as a player hears it (an MP4 edit list applied): its start in
+    seconds and its first channel's samples."""
+    with av.open(str(path)) as c:
+        frames = [(float(f.pts * f.time_base), f.to_ndarray()[0]) for f in c.decode(c.streams.audio[0])]
+    return frames[0][0], np.concatenate([a for _, a in frames])
+
+
+def first_frame_time(path: Path) -> float:
+    with av.open(str(path)) as c:
+        return next(float(f.pts * f.time_base) for f in c.decode(c.streams.video[0]))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_mp3_audio_of_a_cut_sounds_as_the_input_from_its_first_sample(tmp_path, weights, suffix):
+    """Recipe: a clip with MP3 audio (LAME, 48 kHz), cut mid-file with --start 0.75. One priming
+    packet is enough for AAC, not for MP3, whose frames borrow bits from the frames before them:
+    its first 24-28 ms decoded wrong. The decoded audio from the cut's first frame on must be the
+    input's over the same span."""
+    src = make_clip(tmp_path / f"mp3{suffix}", frames=48, audio="libmp3lame")
+    out = tmp_path / f"cut{suffix}"
+    r = run("video", src, out, "-w", weights, "--start", "0.75", "--end", "1.75")
+    assert r.exit_code == 0, r.output
+    start_in, audio_in = decoded_audio(src)
+    start_out, audio_out = decoded_audio(out)
+    o = round((first_frame_time(out) - start_out) * 48000)  # where the cut's first frame is, in samples
+    i = round((0.75 - start_in) * 48000)
+    span = 24000  # half a second from the cut on
+    assert len(audio_out) >= o + span
+    assert np.abs(audio_out[o : o + span] - audio_in[i : i + span]).max() < 1e-6

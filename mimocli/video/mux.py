@@ -3,8 +3,10 @@ attachments, chapters, metadata) into the output under a temporary name, renamed
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -142,10 +144,12 @@ def _other_packets(
 ) -> Iterator[tuple[float, Any]]:
     """The input's packets of ``streams``, cut at ``cut`` seconds (the first deblurred frame's
     time, which becomes 0) and at ``end``. Every stream is cut at that one instant: an audio
-    packet that straddles it, and the one before it (which primes AAC/MP3 decoders), keep their
+    packet that straddles it, and the packets before it that prime its decoder (preroll_packets), keep their
     true times, negative ones included, so that the muxer trims them (an MP4 edit list, Matroska's
     shift of every stream alike) rather than squeezing them onto 0 and shifting the sound."""
-    before: dict[int, Any] = {}  # per audio stream: the last packet that ends before the cut
+    before: dict[int, collections.deque[Any]] = {  # per audio stream: the packets that end before the cut
+        i: collections.deque(maxlen=preroll_packets(src.streams[i])) for i in streams
+    }
     for p in src.demux(*(src.streams[i] for i in streams)):
         if p.size == 0 and p.pts is None and p.dts is None:
             continue  # the demuxer's end-of-stream marker
@@ -154,13 +158,30 @@ def _other_packets(
         audio = p.stream.type == "audio"
         if t is not None and cut is not None and float((t + (p.duration or 0)) * tb) <= cut:
             if audio:
-                before[p.stream_index] = p
+                before[p.stream_index].append(p)
             continue
         if t is not None and end is not None and float(t * tb) >= end:
             continue
-        if cut is not None and (primer := before.pop(p.stream_index, None)) is not None:
-            yield _shifted(primer, cut, streams)
+        primers = before[p.stream_index]
+        while cut is not None and primers:
+            yield _shifted(primers.popleft(), cut, streams)
         yield _shifted(p, cut, streams)
+
+
+# Packets a decoder needs before the first sample it is to play right. MP3 frames borrow bits
+# from up to 511 bytes of the frames before them (the bit reservoir: 3 frames at low rates) and
+# overlap the one before by half a window; Opus asks for 80 ms (RFC 7845). Others need one.
+PREROLL_PACKETS = {"mp3": 4, "mp3float": 4}
+PREROLL_SECONDS = {"opus": 0.08}
+
+
+def preroll_packets(stream: Any) -> int:
+    """How many packets before a cut ``stream``'s decoder needs to get the first kept sample right."""
+    name = stream.codec_context.name if stream.codec_context is not None else ""
+    if name in PREROLL_SECONDS and stream.codec_context.frame_size and stream.codec_context.sample_rate:
+        per_packet = stream.codec_context.frame_size / stream.codec_context.sample_rate
+        return max(1, math.ceil(PREROLL_SECONDS[name] / per_packet))
+    return PREROLL_PACKETS.get(name, 1)
 
 
 def _shifted(p: Any, cut: float | None, streams: dict[int, Any]) -> tuple[float, Any]:
