@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mimocli.cli import app
 from mimocli.images import read_image
 
-from .clips import decode, make_clip, picture, small_weights
+from .clips import decode, identity_weights, make_clip, picture, small_weights
 
 runner = CliRunner()
 
@@ -58,14 +58,40 @@ def test_sample_aspect_ratio_is_kept(tmp_path, weights, ext):
     assert video_stream(tmp_path / f"out_x0.5{ext}")[0] == Fraction(4, 3)  # both sides halved alike
 
 
-@pytest.mark.parametrize(("size", "matrix"), [((128, 96), 6), ((1280, 720), 1)], ids=["sd-bt601", "hd-bt709"])
-def test_untagged_input_gets_the_matrix_the_conversion_used(tmp_path, weights, size, matrix):
-    src = make_clip(tmp_path / "vp8.webm", frames=2, size=size, codec="libvpx", colour=None, audio=None)
-    assert video_stream(src)[1] == [2, 0, 2, 2]  # nothing said: players guess by size
+@pytest.mark.parametrize(
+    ("codec", "size", "matrix"),
+    [
+        ("libx264", (128, 96), 6),  # nothing said by the container nor the frames: by size, as players guess
+        ("libx264", (1280, 720), 1),
+        ("libvpx", (128, 96), 5),  # VP8 frames are BT.601 (bt470bg) whatever their size, as its decoder says
+        ("libvpx", (1280, 720), 5),
+    ],
+    ids=["h264-sd-bt601", "h264-hd-bt709", "vp8-sd", "vp8-hd-bt601"],
+)
+def test_untagged_input_gets_the_matrix_the_conversion_used(tmp_path, weights, codec, size, matrix):
+    src = make_clip(tmp_path / "untagged.mkv", frames=2, size=size, codec=codec, colour=None, audio=None)
+    assert video_stream(src)[1][0] == 2  # the container says nothing
     out = tmp_path / "out.mp4"
     r = run("video", src, out, "-w", weights, "--quiet", "--tile", "0")
     assert r.exit_code == 0, r.output
     assert video_stream(out)[1] == [matrix, 1, 2, 2]  # the matrix and (limited) range used, said
+
+
+def test_an_untagged_vp8_keeps_its_colours_in_a_player(tmp_path):
+    """Recipe: a 1280x720 VP8 WebM with no colour tags. Its frames are BT.601 (VP8's decoder says
+    so), but the stream was read and tagged as BT.709 by its size: every player showed the output
+    shifted (6.5 levels on average). Decoded by their own tags, as a player does, the input and the
+    output of a network that returns its input must agree up to what x264 loses (0.007 here)."""
+    src = make_clip(
+        tmp_path / "vp8.webm", frames=2, size=(1280, 720), codec="libvpx", colour=None, audio=None, smooth=True
+    )
+    out = tmp_path / "out.mp4"
+    r = run("video", src, out, "-w", identity_weights(tmp_path / "id.safetensors"), "--quiet", "--tile", "0")
+    assert r.exit_code == 0, r.output
+    _, seen_in, _ = decode(src)  # PyAV converts by the frame's tags, as players do
+    _, seen_out, _ = decode(out)
+    shift = np.abs(seen_in[0].astype(float) - seen_out[0].astype(float)).mean()
+    assert shift < 0.5, shift
 
 
 def test_tags_the_input_gives_are_kept_as_given(tmp_path, weights):

@@ -3,6 +3,7 @@ the swscale settings that turn frames into RGB and back without drift."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,6 +57,21 @@ class Colour:
     @classmethod
     def of(cls, ctx: Any) -> Colour:
         return cls(int(ctx.colorspace), int(ctx.color_range), int(ctx.color_primaries), int(ctx.color_trc))
+
+    def filled(self, decoded: Callable[[], Colour | None]) -> Colour:
+        """These tags, with those left unspecified taken from ``decoded()`` (what the decoder
+        says of a frame), which is asked only when one is missing."""
+        if self.matrix in _SWS_MATRIX and self.range in (_RANGE_MPEG, _RANGE_JPEG):
+            return self
+        frame = decoded()
+        if frame is None:
+            return self
+        return Colour(
+            self.matrix if self.matrix != _UNSPECIFIED else frame.matrix,
+            self.range if self.range in (_RANGE_MPEG, _RANGE_JPEG) else frame.range,
+            self.primaries if self.primaries != _UNSPECIFIED else frame.primaries,
+            self.trc if self.trc != _UNSPECIFIED else frame.trc,
+        )
 
     def sws_matrix(self, width: int, height: int) -> int:
         if self.matrix in _SWS_MATRIX:

@@ -4,6 +4,7 @@ damaged and cut-short files; and opening a file or a folder of frames as a sourc
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import math
 import struct
@@ -124,7 +125,7 @@ class VideoSource:
             self.demux_time_base, self.time_base = self.time_base, 1 / self.rate
         elif fps is not None:
             warnings.warn(f"{path}: --fps is ignored: the container times every frame itself", UserWarning, 2)
-        self.colour = Colour.of(ctx)
+        self.colour = Colour.of(ctx).filled(self._first_frame_colour)
         sar = self.stream.sample_aspect_ratio or ctx.sample_aspect_ratio
         self.sar: Fraction | None = Fraction(sar) if sar and sar != 1 else None
         if self.width <= 0 or self.height <= 0:
@@ -188,6 +189,15 @@ class VideoSource:
             )
             return Fraction(DEFAULT_FPS)
         return carried
+
+    def _first_frame_colour(self) -> Colour | None:
+        """What the decoder says of the first frame's colour, for a stream whose container does
+        not (VP8 is BT.601 whatever its size; a VP9 or H.264 bitstream may say it): the pixels are
+        converted, and the output tagged, as the decoder and so every player reads them."""
+        with av.open(str(self.path)) as c, contextlib.suppress(av.error.FFmpegError, StopIteration):
+            f = next(c.decode(c.streams[self.stream.index]))
+            return Colour(int(f.colorspace), int(f.color_range), int(f.color_primaries), int(f.color_trc))
+        return None
 
     def _carries_alpha(self, packets: int = 16) -> bool:
         """Whether the first ``packets`` video packets carry WebM's alpha side data (BlockAdditional)."""
