@@ -206,3 +206,41 @@ def test_mp3_audio_of_a_cut_sounds_as_the_input_from_its_first_sample(tmp_path, 
     span = 24000  # half a second from the cut on
     assert len(audio_out) >= o + span
     assert np.abs(audio_out[o : o + span] - audio_in[i : i + span]).max() < 1e-6
+
+
+def interlaced_clip(path: Path, order: str, frames: int = 8) -> Path:
+    """Interlaced H.264 as a broadcast or camcorder source is: x264 with tff=1 (or bff=1)."""
+    from .clips import picture
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 128, 96, "yuv420p"
+        v.options = {"x264-params": f"{order}=1"}
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(picture(i, 96, 128), format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode())
+    return path
+
+
+@pytest.mark.parametrize(("order", "field_order"), [("tff", 2), ("bff", 3)])
+@pytest.mark.parametrize(("suffix", "codec"), [(".mp4", "h264"), (".mkv", "ffv1")])
+def test_interlaced_input_stays_interlaced_with_a_warning(tmp_path, weights, order, field_order, suffix, codec):
+    """It came out flagged progressive with no word. The frames go through the network whole
+    (both fields together), which one warning says; the output keeps the field order: x264
+    encodes interlaced in it, other encoders carry it as the stream's tag."""
+    src = interlaced_clip(tmp_path / f"{order}.mp4", order)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].codec_context.field_order == field_order  # the recipe holds
+    out = tmp_path / f"o{suffix}"
+    r = run("video", src, out, "-w", weights, "-c", codec)
+    assert r.exit_code == 0, r.output
+    said = [line for line in " ".join(r.stderr.split()).split("Warning: ") if "interlaced" in line]
+    assert len(said) == 1 and "deblurred whole" in said[0] and "same field order" in said[0], r.stderr
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.field_order == field_order
+        if codec == "h264":
+            assert next(c.decode(s)).interlaced_frame  # encoded as fields, not just tagged
+    assert len(decode(out)[0]) == 8

@@ -64,6 +64,7 @@ class StreamSpec:
     global_header: bool
     threads: int = 1
     sar: Fraction | None = None  # sample (pixel) aspect ratio; None: square pixels
+    field_order: int = 0  # AVFieldOrder of an interlaced input, kept (0: none said, progressive)
 
     def encoder(self) -> Any:
         """A fresh, open encoder. Raises VideoError when FFmpeg refuses the settings."""
@@ -101,6 +102,8 @@ class StreamSpec:
         ctx.color_trc = self.colour.trc
         if self.sar is not None:
             ctx.sample_aspect_ratio = self.sar
+        if self.field_order:
+            ctx.field_order = self.field_order
         if self.bit_rate is not None:
             ctx.bit_rate = self.bit_rate
         ctx.options = dict(self.options)
@@ -211,6 +214,21 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> tuple[di
         else:
             raise VideoError(f"--preset does not apply to {codec}", "use it with h264, hevc, vp9 or av1")
     return opts, bit_rate
+
+
+INTERLACED = {2: "top field first", 3: "bottom field first", 4: "top field first", 5: "bottom field first"}
+_FIELDS = {2: "tff", 3: "bff", 4: "tff", 5: "bff"}  # AVFieldOrder -> x264/x265's option
+
+
+def interlaced_options(codec: str, field_order: int, opts: dict[str, str]) -> dict[str, str]:
+    """``opts`` with what makes x264/x265 encode interlaced in ``field_order`` (others take the
+    field order as the stream's tag alone)."""
+    flag = _FIELDS.get(field_order)
+    if flag is None or codec not in ("libx264", "libx265"):
+        return opts
+    key = "x264-params" if codec == "libx264" else "x265-params"
+    extra = f"{flag}=1" if codec == "libx264" else f"interlace={flag}"
+    return {**opts, key: f"{opts[key]}:{extra}" if opts.get(key) else extra}
 
 
 def encoder_threads(options: VideoOptions, device: str) -> int:

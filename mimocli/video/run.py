@@ -4,6 +4,7 @@ what it would do (plan_video)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -22,7 +23,15 @@ from mimocli.paths import SCALE_NAMES
 from mimocli.settings import RunSettings
 from mimocli.tiling import SCALES
 
-from .encoding import CONTAINERS, GLOBAL_HEADER_FORMAT, StreamSpec, encoder_threads, encoding_plan
+from .encoding import (
+    CONTAINERS,
+    GLOBAL_HEADER_FORMAT,
+    INTERLACED,
+    StreamSpec,
+    encoder_threads,
+    encoding_plan,
+    interlaced_options,
+)
 from .folder import FrameFolder, Source, no_frames, open_source
 from .formats import even_size
 from .jobs import SegmentResult, run_segments
@@ -223,6 +232,7 @@ def _settings(source: Source, engine: dict[str, Any], options: VideoOptions, spe
                 "options": dict(s.options),
                 "threads": s.threads,
                 "sar": str(s.sar) if s.sar else None,
+                **({"field_order": s.field_order} if s.field_order else {}),
                 "colour": [s.colour.matrix, s.colour.range, s.colour.primaries, s.colour.trc],
             }
             for s in specs
@@ -401,6 +411,18 @@ def make_plan(
                 source.sar,
             )
         )
+    field_order = getattr(source, "field_order", 0)
+    if field_order in INTERLACED:
+        note = (
+            f"{source.path}: interlaced ({INTERLACED[field_order]}): each frame is deblurred whole, its two fields "
+            "together as one picture, and written interlaced in the same field order (deinterlace it first, "
+            "e.g. ffmpeg -vf bwdif, for the sharpest result)"
+        )
+        summary.warnings.append(note)
+        warnings.warn(note, UserWarning, stacklevel=3)
+        main = specs[0]
+        opts = interlaced_options(main.codec, field_order, dict(main.options))
+        specs[0] = dataclasses.replace(main, options=tuple(sorted(opts.items())), field_order=field_order)
     specs[0].encoder()  # refuse bad settings before any work
     found = probe(source, options, index)
     streams = other_streams(source, fmt, found.shift)

@@ -126,6 +126,7 @@ class VideoSource:
         elif fps is not None:
             warnings.warn(f"{path}: --fps is ignored: the container times every frame itself", UserWarning, 2)
         self.colour = Colour.of(ctx).filled(self._first_frame_colour)
+        self.field_order = int(ctx.field_order or 0)  # AVFieldOrder: 2..5 interlaced, as the parser found it
         sar = self.stream.sample_aspect_ratio or ctx.sample_aspect_ratio
         self.sar: Fraction | None = Fraction(sar) if sar and sar != 1 else None
         if self.width <= 0 or self.height <= 0:
