@@ -153,6 +153,8 @@ def _other_packets(
     for p in src.demux(*(src.streams[i] for i in streams)):
         if p.size == 0 and p.pts is None and p.dts is None:
             continue  # the demuxer's end-of-stream marker
+        if p.is_corrupt:
+            continue  # cut short where the file ends (--repair): a decoder would fail on it
         tb = p.time_base
         t = p.pts if p.pts is not None else p.dts
         audio = p.stream.type == "audio"
