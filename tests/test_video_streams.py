@@ -244,3 +244,64 @@ def test_interlaced_input_stays_interlaced_with_a_warning(tmp_path, weights, ord
         if codec == "h264":
             assert next(c.decode(s)).interlaced_frame  # encoded as fields, not just tagged
     assert len(decode(out)[0]) == 8
+
+
+def ftyp(path: Path) -> tuple[bytes, int, list[bytes]]:
+    import struct
+
+    data = path.read_bytes()
+    size, kind = struct.unpack(">I4s", data[:8])
+    assert kind == b"ftyp"
+    return data[8:12], struct.unpack(">I", data[12:16])[0], [data[i : i + 4] for i in range(16, size, 4)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_the_major_brand_and_its_minor_version_are_kept(tmp_path, weights, suffix):
+    """Recipe: an MP4/MOV whose ftyp says major brand mp42, minor version 1 (a camera's own),
+    patched in place into a clip PyAV wrote. The minor version was rewritten (FFmpeg writes 512
+    or 0); the compatible brands stay the muxer's, which say what the written file conforms to."""
+    import struct
+
+    src = tmp_path / f"cam{suffix}"
+    with av.open(str(src), "w", options={"brand": "mp42"}) as out:
+        v = out.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        from .clips import picture
+
+        for i in range(4):
+            f = av.VideoFrame.from_ndarray(picture(i, 48, 64), format="rgb24")
+            f.pts = i
+            out.mux(v.encode(f))
+        out.mux(v.encode())
+    data = bytearray(src.read_bytes())
+    data[12:16] = struct.pack(">I", 1)
+    src.write_bytes(bytes(data))
+    assert ftyp(src)[:2] == (b"mp42", 1)  # the recipe holds
+    out = tmp_path / f"o{suffix}"
+    r = run("video", src, out, "-w", weights)
+    assert r.exit_code == 0, r.output
+    assert ftyp(out)[:2] == (b"mp42", 1)
+    assert len(decode(out)[0]) == 4
+
+
+def test_the_last_aac_packet_keeps_its_length(tmp_path, weights):
+    """Recipe: an MP4 whose last AAC packet lasts 430 samples (remuxed with that duration). It
+    was reported to grow to 1024 in the output MP4; it keeps 430. (FFmpeg's Matroska muxer writes
+    AAC blocks without a duration, so there a player takes the last one as 1024 samples.)"""
+    src = make_clip(tmp_path / "a.mp4", frames=24)
+    short = tmp_path / "short.mp4"
+    with av.open(str(src)) as c, av.open(str(short), "w") as o:
+        streams = {s.index: o.add_stream_from_template(s, opaque=True) for s in c.streams}
+        packets = [p for p in c.demux() if p.size]
+        last = max(i for i, p in enumerate(packets) if p.stream.type == "audio")
+        for i, p in enumerate(packets):
+            if i == last:
+                p.duration = 430
+            p.stream = streams[p.stream_index]
+            o.mux(p)
+    for args in ([], ["--start", "0.25"]):
+        out = tmp_path / "o.mp4"
+        assert run("video", short, out, "-w", weights, "--overwrite", *args).exit_code == 0
+        with av.open(str(out)) as c:
+            durations = [p.duration for p in c.demux(c.streams.audio[0]) if p.size]
+        assert durations[-1] == 430, durations[-3:]

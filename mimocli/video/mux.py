@@ -7,6 +7,8 @@ import collections
 import contextlib
 import heapq
 import math
+import os
+import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -34,10 +36,28 @@ def assemble(plan: VideoPlan, source: Source, work: WorkDir, segments: int) -> i
     with contextlib.ExitStack() as stack:
         for k, (path, spec) in enumerate(zip(plan.outputs, plan.specs, strict=True)):
             f = stack.enter_context(atomic_write(path))
-            n = _mux(f, CONTAINERS[path.suffix.lower()], plan, source if k == 0 else None, work, spec, k, segments)
+            fmt = CONTAINERS[path.suffix.lower()]
+            n = _mux(f, fmt, plan, source if k == 0 else None, work, spec, k, segments)
             if k == 0:
                 copied = n
+                _keep_minor_version(f, fmt, source)
     return copied
+
+
+def _keep_minor_version(file: Any, fmt: str, source: Source) -> None:
+    """The input's MP4/MOV minor version beside its major brand (which the muxer keeps, see
+    _muxer_options), written into the finished file's ftyp box in place: four bytes, no offset
+    moves. The compatible brands stay the muxer's: they say what the file written conforms to."""
+    if not isinstance(source, VideoSource) or fmt not in ("mp4", "mov"):
+        return
+    meta = source.container.metadata
+    minor, brand = meta.get("minor_version", "").strip(), meta.get("major_brand", "").ljust(4)
+    if not minor.isdigit() or int(minor) >= 1 << 32 or len(brand) != 4 or not brand.strip():
+        return
+    file.flush()
+    head = os.pread(file.fileno(), 12, 0)  # (the temporary file is open for reading too)
+    if head[4:8] == b"ftyp" and head[8:12] == brand.encode("latin-1", "replace"):
+        os.pwrite(file.fileno(), struct.pack(">I", int(minor)), 12)
 
 
 def _mux(
