@@ -3,6 +3,7 @@ uploads a photo, waits for the result, downloads it and takes a screenshot."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,34 @@ def _wait(url: str, proc: subprocess.Popen[str], seconds: float = 120) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {seconds} s")
+
+
+class Served:
+    """A `mimo serve` process on a free port of 127.0.0.1, answering; ``stderr`` once it stopped."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str, port: int) -> None:
+        self.proc, self.url, self.port = proc, url, port
+        self.stderr = ""
+
+
+@contextlib.contextmanager
+def serving(*args: object, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Run `mimo serve ARGS --port P` until the block ends, then stop it as Ctrl-C does."""
+    port = _free_port()
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    cmd = [sys.executable, "-m", "mimocli", "serve", *map(str, args), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    served = Served(proc, f"http://127.0.0.1:{port}/", port)
+    try:
+        _wait(served.url, proc)
+        yield served
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            served.stderr = proc.communicate(timeout=30)[1]
+        finally:
+            proc.kill()
 
 
 def test_without_gradio_the_command_says_which_extra(tmp_path, tiny_weights):
@@ -135,18 +165,13 @@ def test_the_server_says_where_it_is_answers_only_its_own_page_and_leaves_nothin
     rebinding) or sent by another site's page (a cross-site upload) refused; uploads over the
     limit refused; a busy port one line; its temporary files gone after Ctrl-C."""
     pytest.importorskip("gradio")
-    port = _free_port()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
     env["TMPDIR"] = str(tmp)
-    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--max-upload-mb", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait(url, proc)
+    args = ["-w", tiny_weights, "-d", "cpu"]
+    with serving(*args, "--max-upload-mb", "1", env=env) as served:
+        url, port, proc = served.url, served.port, served.proc
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == f"Open {url} in a browser (Ctrl-C to stop)"
         assert _status(url)[0] == 200
@@ -159,17 +184,12 @@ def test_the_server_says_where_it_is_answers_only_its_own_page_and_leaves_nothin
         assert _status(upload, body, **{"Content-Type": kind, "Origin": url.rstrip("/")})[0] == 200
         big, kind = _multipart("huge.png", os.urandom(2 << 20))
         assert _status(upload, big, **{"Content-Type": kind, "Origin": url.rstrip("/")})[0] == 413  # over 1 MB
+        cmd = [sys.executable, "-m", "mimocli", "serve", *map(str, args), "--port", str(port)]
         busy = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert busy.returncode == 1 and "Traceback" not in busy.stderr
         assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and f"--port {port + 1}" in busy.stderr
         left = [p.name for p in tmp.iterdir()]
         assert len(left) == 1 and left[0].startswith("mimo-serve-"), left  # one private folder for everything
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=30)
-        finally:
-            proc.kill()
     assert list(tmp.iterdir()) == []  # uploads and results went with it
 
 
@@ -181,13 +201,8 @@ def test_the_page_keeps_alpha_and_16_bits_as_mimo_deblur_does(tmp_path, tiny_wei
 
     deep = np.dstack([photo(48, 64, dtype=np.uint16), np.full((48, 64), 40000, np.uint16)])
     src = write_image(tmp_path / "deep.png", deep)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
-    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait(url, proc)
+    with serving("-w", tiny_weights, "-d", "cpu") as served:
+        url = served.url
         client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
         _slider, result = client.predict(
             handle_file(str(src)), "mimo-unet-lite", False, "same as the photo", 95, api_name="/run"
@@ -208,13 +223,7 @@ def test_the_page_keeps_alpha_and_16_bits_as_mimo_deblur_does(tmp_path, tiny_wei
             )
         said = str(e.value)
         assert "holiday.gif: an animation of 3 frames" in said and "mimo-serve-" not in said  # no server path
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-    assert "Traceback" not in stderr  # an error shown in the page is no traceback in the terminal
+    assert "Traceback" not in served.stderr  # an error shown in the page is no traceback in the terminal
 
 
 def test_the_model_menu_says_which_weights_are_here(tmp_path):
@@ -280,13 +289,8 @@ def test_several_photos_in_a_zip_out_in_the_format_asked_for(tmp_path, tiny_weig
     second = write_image(tmp_path / "b" / "street.jpg", photo(48, 64, seed=2))
     junk = tmp_path / "notes.png"
     junk.write_bytes(b"these are notes, not a picture")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
-    cmd = [sys.executable, "-m", "mimocli", "serve", "-w", tiny_weights, "-d", "cpu", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait(url, proc)
+    with serving("-w", tiny_weights, "-d", "cpu") as served:
+        url = served.url
         client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
         files = [handle_file(str(p)) for p in (first, second, junk)]
         archive, summary = client.predict(files, "mimo-unet-lite", False, "same as the photo", 95, api_name="/batch")
@@ -310,13 +314,7 @@ def test_several_photos_in_a_zip_out_in_the_format_asked_for(tmp_path, tiny_weig
             client.predict(handle_file(str(junk)), "mimo-unet-lite", False, "PNG", 95, api_name="/run")
         assert "notes.png: not an image" in str(e.value) and "mimo-serve-" not in str(e.value)
         assert "cannot identify" not in str(e.value)  # PIL's words, from Gradio's own reading, before
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-    assert "Traceback" not in stderr
+    assert "Traceback" not in served.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
@@ -343,43 +341,35 @@ def test_a_model_that_needs_downloading_is_marked_and_fetched_from_the_page(tmp_
     good = write_image(tmp_path / "street.jpg", photo(48, 64))
     frames = [Image.fromarray(photo(32, 32, seed=i)) for i in range(3)]
     frames[0].save(tmp_path / "holiday.gif", save_all=True, append_images=frames[1:])
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
     env["MIMO_GDRIVE_URL"] = host.url
-    cmd = [sys.executable, "-m", "mimocli", "serve", "--variant", "base", "-d", "cpu", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        _wait(url, proc)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(url, wait_until="networkidle")
-            expect = playwright.expect
-            expect(page.locator("#variant input")).to_have_value("mimo-unet (needs download)")
-            expect(page.locator("#get-model")).to_be_visible()
-            page.locator("#get-model").click()
-            expect(page.locator("#variant input")).to_have_value("mimo-unet (cached)", timeout=120_000)
-            expect(page.locator("#get-model")).to_be_hidden()
-            assert host.requests  # fetched from the host, by the real download code
-            page.get_by_role("tab", name="Several photos").click()
-            page.locator("#photos input[type=file]").set_input_files([str(good), str(tmp_path / "holiday.gif")])
-            expect(page.locator("#photos a[href$='holiday.gif']")).to_be_visible(timeout=30_000)  # uploaded
-            page.locator("#deblur-all").click()
-            link = page.locator("#archive a").first
-            link.wait_for(timeout=120_000)
-            href = link.get_attribute("href")
-            expect(page.locator("#summary")).to_contain_text("1 of 2 photos deblurred")
-            expect(page.locator("#summary")).to_contain_text("holiday.gif: an animation of 3 frames")
-            browser.close()
-        assert href and href.endswith("deblurred.zip")
-        with urllib.request.urlopen(href if href.startswith("http") else url + href.lstrip("/")) as r:
-            names = zipfile.ZipFile(io.BytesIO(r.read())).namelist()
-        assert names == ["street_deblurred.jpg"]
+        with serving("--variant", "base", "-d", "cpu", env=env) as served:
+            url = served.url
+            with playwright.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                page.goto(url, wait_until="networkidle")
+                expect = playwright.expect
+                expect(page.locator("#variant input")).to_have_value("mimo-unet (needs download)")
+                expect(page.locator("#get-model")).to_be_visible()
+                page.locator("#get-model").click()
+                expect(page.locator("#variant input")).to_have_value("mimo-unet (cached)", timeout=120_000)
+                expect(page.locator("#get-model")).to_be_hidden()
+                assert host.requests  # fetched from the host, by the real download code
+                page.get_by_role("tab", name="Several photos").click()
+                page.locator("#photos input[type=file]").set_input_files([str(good), str(tmp_path / "holiday.gif")])
+                expect(page.locator("#photos a[href$='holiday.gif']")).to_be_visible(timeout=30_000)  # uploaded
+                page.locator("#deblur-all").click()
+                link = page.locator("#archive a").first
+                link.wait_for(timeout=120_000)
+                href = link.get_attribute("href")
+                expect(page.locator("#summary")).to_contain_text("1 of 2 photos deblurred")
+                expect(page.locator("#summary")).to_contain_text("holiday.gif: an animation of 3 frames")
+                browser.close()
+            assert href and href.endswith("deblurred.zip")
+            with urllib.request.urlopen(href if href.startswith("http") else url + href.lstrip("/")) as r:
+                names = zipfile.ZipFile(io.BytesIO(r.read())).namelist()
+            assert names == ["street_deblurred.jpg"]
     finally:
         host.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=30)
-        finally:
-            proc.kill()

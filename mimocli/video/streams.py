@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -127,8 +128,8 @@ def _refused(path: Any, s: Any, fmt: str) -> str | None:
     """Why the muxer of ``fmt`` refuses stream ``s`` (its header or its first packet), or None."""
     with av.open(str(path), metadata_errors="replace") as src:
         template = src.streams[s.index]
-        out = av.open(io.BytesIO(), "w", format=fmt)
-        try:
+
+        def mux_first_packet(out: Any) -> None:
             o = out.add_stream_from_template(template, opaque=True)
             out.start_encoding()
             for i, p in enumerate(src.demux(template)):
@@ -138,21 +139,27 @@ def _refused(path: Any, s: Any, fmt: str) -> str | None:
                     p.stream = o
                     out.mux(p)
                     break
-            out.close()
-        except (ValueError, av.error.FFmpegError) as e:
-            with contextlib.suppress(ValueError, av.error.FFmpegError):
-                out.close()
-            return _first_line(e)
-    return None
+
+        return _mux_refused(fmt, mux_first_packet)
 
 
 def _chapters_refused(fmt: str, chapters: tuple[Chapter, ...]) -> str | None:
     """Why the muxer of ``fmt`` refuses chapters, or None."""
-    out = av.open(io.BytesIO(), "w", format=fmt)
-    try:
+
+    def mux_chapters(out: Any) -> None:
         out.add_stream("libopus" if fmt == "webm" else "aac", rate=48000)  # a muxer wants one stream
         out.set_chapters(StreamChoices(chapters=chapters).chapter_dicts())
         out.start_encoding()
+
+    return _mux_refused(fmt, mux_chapters)
+
+
+def _mux_refused(fmt: str, write: Callable[[Any], None]) -> str | None:
+    """What the muxer of ``fmt`` says against ``write(output)`` into memory (header, packets and
+    trailer), or None when it takes it."""
+    out = av.open(io.BytesIO(), "w", format=fmt)
+    try:
+        write(out)
         out.close()
     except (ValueError, av.error.FFmpegError) as e:
         with contextlib.suppress(ValueError, av.error.FFmpegError):
