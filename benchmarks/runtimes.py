@@ -1,6 +1,6 @@
 """mimocli's CPU paths beside ONNX Runtime and OpenVINO, same weights, same input, one process.
 
-    pip install "mimocli[runtimes]"    # onnx, onnxruntime, openvino (nncf too for OpenVINO int8)
+    pip install "mimocli[runtimes]"    # onnx, onnxruntime, openvino, nncf (for OpenVINO's int8)
     python benchmarks/runtimes.py [--variants base,plus,lite] [--sizes 640x360,1280x720] [--iters 5]
 
 For each variant (random weights for MIMO-UNet and MIMO-UNet+: the cost is the published one's;
@@ -14,6 +14,8 @@ the bundled weights for lite) and size, times one whole frame (no tiles) through
   keeps every activation of every sample and needed more than 24 GB);
 - OpenVINO in f32, with the bf16 hint where the CPU has bf16, and int8 (NNCF post-training
   quantisation on the same crops) where nncf is installed.
+
+Each runtime's rows are left out where it is not installed.
 
 Prints a markdown table: the median of --iters calls, the ratio to the baseline, the share of
 this machine's convolution ceiling in that precision (mimocli.ceiling) and the PSNR of the
