@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import fusion
 from .arch import self_ensemble
 from .device import (
     COMPILE_MIN_PIXELS,
@@ -191,6 +192,10 @@ class Deblurrer:
         self.compile: bool | str = self.config.compile
         self._tile_cap: int | None = None  # the tile an out-of-memory left us with
         self._compiled: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
+        # fp32 and bf16 on the CPU run with oneDNN's fused convolutions (mimocli.fusion): one
+        # fused copy per precision, made when first used (the fp32 redo of a NaN output included).
+        self._fusable = self.device.type == "cpu" and fusion.available() and fusion.fusable(self.model)
+        self._fused: dict[torch.dtype, nn.Module] = {}
         if self.compile is True:
             self._compiled = compile_model(self.model, self.device)
 
@@ -277,21 +282,27 @@ class Deblurrer:
         # Video frames arrive as NHWC views: without channels-last they are made truly NCHW, or
         # the convolutions would follow the input's layout and the switch would change nothing.
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        with self._autocast(dtype):
-            if self._compiled is not None:
-                try:
+        if self._compiled is not None:
+            try:
+                with self._autocast(dtype):
                     if self.device.type == "cuda":
                         torch.compiler.cudagraph_mark_step_begin()
                     outs = [o.float() for o in self._compiled(x)]
-                    # CUDA graph outputs live in memory that the next replay overwrites.
-                    return [o.clone() for o in outs] if self.device.type == "cuda" else outs
-                except Exception as e:
-                    if is_oom(e) or is_device_fault(e):
-                        raise
-                    self._compiled = None
-                    warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running eager", RuntimeWarning, 3)
-            if dtype == torch.qint8 and self.int8 is not None:
-                return _int8_forward(self.int8, x, self.ensemble)
+                # CUDA graph outputs live in memory that the next replay overwrites.
+                return [o.clone() for o in outs] if self.device.type == "cuda" else outs
+            except Exception as e:
+                if is_oom(e) or is_device_fault(e):
+                    raise
+                self._compiled = None
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running eager", RuntimeWarning, 3)
+        if dtype == torch.qint8 and self.int8 is not None:
+            return _int8_forward(self.int8, x, self.ensemble)
+        if self._fusable and dtype in fusion.DTYPES:
+            net = self._fused.get(dtype)
+            if net is None:
+                net = self._fused[dtype] = fusion.fuse(self.model, dtype)
+            return [o.float() for o in net(x.to(dtype))]
+        with self._autocast(dtype):
             return [o.float() for o in self.model(x)]
 
     def _infer(self, x: torch.Tensor) -> list[torch.Tensor]:
