@@ -84,7 +84,11 @@ def fuse(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     another dtype."""
     if dtype not in DTYPES:
         raise ValueError(f"fused convolutions run in fp32 or bf16, not {dtype}")
-    fused = copy.deepcopy(model).to(dtype).eval()
+    # In the model's own dtype the copy shares its tensors (a second MIMO-UNet+ in fp32 would be
+    # 64 MB more); in another one .to() makes new ones, so nothing may be shared.
+    tensors = (*model.parameters(), *model.buffers())
+    shared = {id(t): t for t in tensors} if all(t.dtype == dtype for t in tensors) else {}
+    fused = copy.deepcopy(model, shared).to(dtype).eval()
     for kind, replacement in ((ResBlock, FusedResBlock), (BasicConv, FusedConv)):
         for name, module in list(fused.named_modules()):
             if type(module) is not kind or not name:

@@ -137,8 +137,11 @@ def build_app(
             raise gr.Error(str(e), print_exception=False) from None
         return gr.update(choices=model_choices(cache), value=name), gr.update(visible=False)
 
+    def fetchable(name: str) -> bool:  # the download button is for a model the page may change to
+        return weights is None and availability(name, cache) == "needs download"
+
     def chosen(name: str) -> Any:
-        return gr.update(visible=weights is None and availability(name, cache) == "needs download")
+        return gr.update(visible=fetchable(name))
 
     def refreshed(name: str) -> tuple[Any, Any]:  # on every page load: weights fetched meanwhile count
         return gr.update(choices=model_choices(cache), value=name), chosen(name)
@@ -150,7 +153,7 @@ def build_app(
             model = gr.Dropdown(
                 model_choices(cache), value=start, label="Model", visible=weights is None, elem_id="variant"
             )
-            fetch = gr.Button("Download this model", visible=chosen(start)["visible"], elem_id="get-model")
+            fetch = gr.Button("Download this model", visible=fetchable(start), elem_id="get-model")
         with gr.Row():
             save_as = gr.Dropdown(list(SAVE_AS), value="same as the photo", label="Save as", elem_id="save-as")
             quality = gr.Slider(1, 100, 95, step=1, label="Quality (JPEG, WebP; 100: lossless WebP)")

@@ -31,11 +31,16 @@ def test_the_fused_network_gives_the_plain_one_s_outputs(network):
         plain = model(x)
         fused = fusion.fuse(model, torch.float32)
         assert any(isinstance(m, fusion.FusedResBlock) for m in fused.modules())
+        weights = {t.data_ptr() for t in model.parameters()}
+        used = [m.weight for m in fused.modules() if isinstance(m, fusion.FusedConv)] + list(fused.parameters())
+        assert all(t.data_ptr() in weights for t in used)  # fp32: the model's own tensors, no second copy
         for a, b in zip(plain, fused(x), strict=True):
             assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = model(x)
-        for a, b in zip(autocast, fusion.fuse(model, torch.bfloat16)(x.bfloat16()), strict=True):
+        half = fusion.fuse(model, torch.bfloat16)
+        assert all(t.dtype == torch.float32 for t in model.parameters())  # its own copy
+        for a, b in zip(autocast, half(x.bfloat16()), strict=True):
             assert b.dtype == torch.bfloat16
             assert (a.float() - b.float()).abs().max() < 0.05  # bf16 rounding, in either order
     with pytest.raises(ValueError, match="fp32 or bf16"):
