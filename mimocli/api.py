@@ -29,18 +29,23 @@ def deblurrer(
     variant: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     settings: RunSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
     **changes: Any,
 ) -> Deblurrer:
     """The Deblurrer ``deblur`` uses for these settings (a RunSettings, or its fields by name:
-    device, precision, tile, ensemble...), loaded once per process and reused.
+    device, precision, tile, ensemble...), loaded once per process and reused. ``cache_dir``: the
+    weights cache (and the measurements'), as `--cache-dir` sets it; default as `mimo deblur`'s.
 
     Raises WeightsError (or a subclass) when the weights cannot be had.
     """
     run = (settings or RunSettings()).replace(**changes)
-    key = (variant, None if weights is None else str(weights), run)
+    cache = None if cache_dir is None else str(cache_dir)
+    key = (variant, None if weights is None else str(weights), run, cache)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = build_deblurrer(load_weights(variant, "cpu", weights).model, run)
+            model = load_weights(variant, "cpu", weights, cache).model
+            _CACHE[key] = build_deblurrer(model, run, cache)
         return _CACHE[key]
 
 

@@ -63,7 +63,7 @@ def build_app(
     def one(src: Path, name: str, ensemble: bool, save_as: str, quality: int, folder: Path, progress: Any) -> Any:
         """Deblur one uploaded file into ``folder``; returns (read image, result, written path)."""
         image = read_image(src, max_pixels)
-        d = deblurrer(None if weights else name, weights, device=device, ensemble=ensemble, tile=tile)
+        d = deblurrer(None if weights else name, weights, cache_dir=cache, device=device, ensemble=ensemble, tile=tile)
 
         def tiles(done: int, total: int | None) -> None:
             if total and total > 1:
@@ -76,8 +76,7 @@ def build_app(
         return image, result, dest
 
     def friendly(e: MimoError, src: Path) -> Exception:
-        # one line, naming the photo as the user knows it, not the server's copy
-        return gr.Error(str(e).replace(str(src), src.name), print_exception=False)
+        return gr.Error(_said(e, src), print_exception=False)
 
     def run(
         path: str | None,
@@ -118,7 +117,7 @@ def build_app(
             try:
                 _, _, dest = one(src, name, ensemble, save_as, quality, folder / str(i), progress)
             except MimoError as e:
-                failed.append(str(e).replace(str(src), src.name))
+                failed.append(_said(e, src))
                 continue
             done.append(dest)
         if not done:
@@ -191,6 +190,11 @@ def _as_uploaded(gradio_preprocess: Callable[[Any], Any], payload: Any) -> Any:
     if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
         return payload.path
     return gradio_preprocess(payload)
+
+
+def _said(error: MimoError, upload: Path) -> str:
+    """The error's one line, naming the photo as the user knows it, not the server's copy."""
+    return str(error).replace(str(upload), upload.name)
 
 
 def _request_folder(outdir: Path) -> Path:

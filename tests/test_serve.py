@@ -373,3 +373,36 @@ def test_a_model_that_needs_downloading_is_marked_and_fetched_from_the_page(tmp_
             assert names == ["street_deblurred.jpg"]
     finally:
         host.close()
+
+
+def test_a_model_downloaded_into_the_page_s_cache_folder_is_the_one_it_runs(tmp_path, monkeypatch):
+    """With --cache-dir, the menu, the download button and the deblurring all use that folder: a
+    model fetched there is deblurred with offline, from there (the load looked in the default
+    cache before, and so tried to download again)."""
+    pytest.importorskip("gradio")
+    import io
+
+    import torch
+
+    from mimocli.arch import MIMOUNet
+    from mimocli.serve import build_app
+
+    from .test_weights import Server
+
+    torch.manual_seed(3)
+    checkpoint = io.BytesIO()
+    torch.save({"model": {f"module.{k}": v for k, v in MIMOUNet(8).state_dict().items()}}, checkpoint)
+    host = Server(checkpoint.getvalue())
+    monkeypatch.setenv("MIMO_GDRIVE_URL", host.url)
+    cache = tmp_path / "elsewhere"
+    app = build_app("base", device="cpu", outdir=tmp_path / "out", cache=cache)
+    fn = {f.name: f.fn for f in app.fns.values()}
+    try:
+        fn["get_model"]("mimo-unet", lambda *a, **k: None)
+    finally:
+        host.close()
+    assert (cache / "mimo-unet.safetensors").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # from here on nothing may be fetched
+    src = write_image(tmp_path / "street.png", photo(48, 64))
+    _, dest = fn["run"](str(src), "mimo-unet", False, "same as the photo", 95, lambda *a, **k: None)
+    assert read_image(dest).pixels.shape == (48, 64, 3)
