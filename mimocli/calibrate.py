@@ -1,10 +1,12 @@
-"""`--precision auto` on a CPU decided by measurement, not by the processor's flags.
+"""`--precision auto` (and `--backend auto`) on a CPU decided by measurement, not by the
+processor's flags.
 
 A CPU that multiplies bf16 natively (AVX512-BF16, AMX) is not always faster in bf16: on this
 project's 2-core machine MIMO-UNet runs at the same speed in both, and the 16-channel lite model
 takes twice as long in bf16. So where the flags allow bf16, the model is timed once in fp32 and
 in bf16, as the Deblurrer runs it, and the faster is used; the figures are cached per machine,
-torch version, thread count and model shape, so later runs pay nothing.
+torch version, thread count and model shape, so later runs pay nothing. Where OpenVINO is
+installed (mimocli.openvino_backend), it is timed beside torch the same way (cpu_choice).
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from .timing import best_time
 SIZE = 256  # the square the model is timed on: big enough to be in the convolutions' regime
 REPEAT = 2  # timed calls per precision, after one untimed
 MARGIN = 0.95  # bf16 is chosen only when it takes less than this share of fp32's time
-
-Timer = Callable[[nn.Module, bool], dict[str, float]]
-
 
 def cache_file(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the measurements are kept: beside the weights (weights.side_cache), in ``cache_dir``
@@ -56,37 +55,115 @@ def key(model: nn.Module, channels_last: bool) -> str:
     return f"{_cpu_name()} ({os.cpu_count()} CPUs), torch {torch.__version__}, {threads} threads, {shape} {layout}"
 
 
+def torch_runner(model: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], object]:
+    """``model`` as the Deblurrer runs it on the CPU in ``dtype``: through oneDNN's fused
+    convolutions where the network is one mimocli.fusion knows, else in autocast."""
+    from . import fusion
+
+    if fusion.available() and fusion.fusable(model):
+        fused = fusion.fuse(model, dtype)
+        return lambda x: fused(x.to(dtype))
+
+    def autocast(x: torch.Tensor) -> object:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return model(x)
+
+    return autocast
+
+
 def time_precisions(model: nn.Module, channels_last: bool) -> dict[str, float]:
-    """Seconds per call of ``model`` on a SIZE x SIZE image in fp32 and in bf16 autocast (the
-    best of REPEAT calls after one untimed)."""
+    """Seconds per call of ``model`` on a SIZE x SIZE image in fp32 and in bf16, as the Deblurrer
+    runs it (torch_runner), the best of REPEAT calls after one untimed."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, SIZE, SIZE).contiguous(memory_format=fmt)
     times = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            times[name] = best_time(lambda: model(x), REPEAT)
+        run = torch_runner(model, dtype)
+        times[name] = best_time(lambda run=run: run(x), REPEAT)  # type: ignore[misc]
     return times
 
 
-def cpu_precision(
-    model: nn.Module, channels_last: bool, cache: Path | None = None, measure: Timer | None = None
-) -> tuple[torch.dtype, str]:
-    """fp32 or bf16 for ``model`` on this CPU, whichever the measurement says is faster, and why.
+def time_openvino(converted: object, precisions: tuple[str, ...]) -> dict[str, float]:
+    """Seconds per call of the OpenVINO network (openvino_backend) on a SIZE x SIZE image at each
+    of ``precisions``, the best of REPEAT calls after one untimed (which is when it compiles)."""
+    from .openvino_backend import OpenVINONet
+
+    x = torch.rand(1, 3, SIZE, SIZE)
+    times = {}
+    for name in precisions:
+        net = OpenVINONet(converted, {"fp32": torch.float32, "bf16": torch.bfloat16}[name])
+        times[name] = best_time(lambda net=net: net(x), REPEAT)  # type: ignore[misc]
+    return times
+
+
+BACKEND_NAMES = {"torch": "", "openvino": "OpenVINO "}
+
+
+def cpu_choice(
+    model: nn.Module,
+    channels_last: bool,
+    precisions: tuple[str, ...],
+    backends: tuple[str, ...],
+    converted: Callable[[], object] | None = None,
+    cache: Path | None = None,
+) -> tuple[str, torch.dtype, str]:
+    """The backend and precision to run ``model`` with on this CPU, of ``backends`` (torch,
+    openvino) x ``precisions`` (fp32, bf16), by measurement, and why.
+
+    The candidates are taken in that order of preference (torch before OpenVINO, fp32 before
+    bf16), and a later one replaces the one chosen so far only when it takes less than MARGIN of
+    its time. torch's timings are cpu_precision's (one cache entry); OpenVINO's (``converted``
+    makes its network when first needed) have an entry of their own, with its version. Each is
+    measured once per machine and cached, as cpu_precision's are."""
+    times: dict[tuple[str, str], float] = {}
+    whens = set()
+    entry = key(model, channels_last)
+    if "torch" in backends:
+        found, when = _measured(entry, lambda: time_precisions(model, channels_last), cache, precisions)
+        times.update({("torch", p): found[p] for p in precisions})
+        whens.add(when)
+    if "openvino" in backends:
+        from .openvino_backend import version
+
+        ov_entry = f"{entry}, OpenVINO {version()}"
+        assert converted is not None
+        found, when = _measured(ov_entry, lambda: time_openvino(converted(), precisions), cache, precisions)
+        times.update({("openvino", p): found[p] for p in precisions})
+        whens.add(when)
+    order = [(b, p) for b in backends for p in precisions]
+    chosen = order[0]
+    for candidate in order[1:]:
+        if times[candidate] < MARGIN * times[chosen]:
+            chosen = candidate
+    first = order[0]
+    other = chosen if chosen != first else min(order[1:], key=lambda c: times[c])
+    ratio = times[other] / times[first] if times[first] > 0 else 1.0
+    verb = "takes" if chosen != first else "would take"
+    said = "measured now" if "measured now" in whens else "measured before"
+
+    def name(c: tuple[str, str]) -> str:
+        return BACKEND_NAMES[c[0]] + c[1]
+
+    reason = f"auto: {name(other)} {verb} {ratio:.2f}x the time of {name(first)} on this CPU ({said})"
+    return chosen[0], {"fp32": torch.float32, "bf16": torch.bfloat16}[chosen[1]], reason
+
+
+def cpu_precision(model: nn.Module, channels_last: bool, cache: Path | None = None) -> tuple[torch.dtype, str]:
+    """fp32 or bf16 for ``model`` on this CPU through torch, whichever the measurement says is
+    faster, and why (cpu_choice with torch alone).
 
     A measurement is taken once and cached (``cache``, default cache_file()); a cache that cannot
     be read is measured again, one that cannot be written is only not kept."""
-    times, when = _measured(
-        key(model, channels_last), lambda: (measure or time_precisions)(model, channels_last), cache
-    )
-    ratio = times["bf16"] / times["fp32"] if times["fp32"] > 0 else 1.0
-    if ratio < MARGIN:
-        return torch.bfloat16, f"auto: bf16 takes {ratio:.2f}x the time of fp32 on this CPU ({when})"
-    return torch.float32, f"auto: bf16 would take {ratio:.2f}x the time of fp32 on this CPU ({when})"
+    _, dtype, reason = cpu_choice(model, channels_last, ("fp32", "bf16"), ("torch",), cache=cache)
+    return dtype, reason
 
 
-def _measured(entry: str, measure: Callable[[], dict[str, float]], cache: Path | None) -> tuple[dict[str, float], str]:
+def _measured(
+    entry: str, measure: Callable[[], dict[str, float]], cache: Path | None, needed: tuple[str, ...] = ()
+) -> tuple[dict[str, float], str]:
     """The timings cached under ``entry``, or ``measure()``'s, cached (best effort); and whether
-    they were measured now or before. A damaged cache file is measured again."""
+    they were measured now or before. A damaged cache file, or an entry without one of
+    ``needed``, is measured again."""
     path = cache or cache_file()
     try:
         known = json.loads(path.read_text())
@@ -95,7 +172,12 @@ def _measured(entry: str, measure: Callable[[], dict[str, float]], cache: Path |
     except (OSError, ValueError):
         known = {}
     times = known.get(entry)
-    if isinstance(times, dict) and times and all(isinstance(v, (int, float)) for v in times.values()):
+    if (
+        isinstance(times, dict)
+        and times
+        and all(isinstance(v, (int, float)) for v in times.values())
+        and all(n in times for n in needed)
+    ):
         return times, "measured before"
     times = measure()
     known[entry] = times
@@ -107,31 +189,48 @@ def _measured(entry: str, measure: Callable[[], dict[str, float]], cache: Path |
     return times, "measured now"
 
 
-def time_int8(float_model: nn.Module, dtype: torch.dtype, channels_last: bool, int8: nn.Module) -> dict[str, float]:
-    """Seconds per call of the float model (at ``dtype``, as the Deblurrer runs it) and of the
+def time_int8(float_run: Callable[[torch.Tensor], object], channels_last: bool, int8: nn.Module) -> dict[str, float]:
+    """Seconds per call of the float network (``float_run``, as the run would run it) and of the
     int8 model, on a SIZE x SIZE image: the best of REPEAT calls after one untimed."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, SIZE, SIZE)
     runs = {
-        "float": lambda: float_model(x.contiguous(memory_format=fmt)),
+        "float": lambda: float_run(x.contiguous(memory_format=fmt)),
         "int8": lambda: int8(x),
     }
     times = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="All inputs of this cat operator")
         for name, run in runs.items():
-            with torch.autocast("cpu", dtype=dtype, enabled=name == "float" and dtype == torch.bfloat16):
-                times[name] = best_time(run, REPEAT)
+            times[name] = best_time(run, REPEAT)
     return times
 
 
 def int8_faster(
-    float_model: nn.Module, dtype: torch.dtype, channels_last: bool, int8: nn.Module, cache: Path | None = None
+    float_model: nn.Module,
+    dtype: torch.dtype,
+    channels_last: bool,
+    int8: nn.Module,
+    cache: Path | None = None,
+    converted: object | None = None,
 ) -> tuple[bool, str]:
-    """Whether the int8 model (one the user allowed auto to use) beats the float one here, and why."""
+    """Whether the int8 model (one the user allowed auto to use) beats the float one here, and
+    why. The float one runs as chosen: through torch, or OpenVINO's ``converted`` network."""
     name = "bf16" if dtype == torch.bfloat16 else "fp32"
+    if converted is not None:
+        from .openvino_backend import version
+
+        name = f"OpenVINO {version()} {name}"
+
+    def float_run() -> Callable[[torch.Tensor], object]:  # made only when it is to be timed
+        if converted is None:
+            return torch_runner(float_model, dtype)
+        from .openvino_backend import OpenVINONet
+
+        return OpenVINONet(converted, dtype)
+
     entry = f"{key(float_model, channels_last)}, int8 against {name}"
-    times, when = _measured(entry, lambda: time_int8(float_model, dtype, channels_last, int8), cache)
+    times, when = _measured(entry, lambda: time_int8(float_run(), channels_last, int8), cache)
     ratio = times["int8"] / times["float"] if times["float"] > 0 else 1.0
     verb = "takes" if ratio < MARGIN else "would take"
     return (

@@ -68,46 +68,97 @@ def _finite(outs: list[torch.Tensor]) -> bool:
 @dataclass(frozen=True)
 class Settled:
     """A run's settings with every choice that does not depend on the input made (device,
-    precision, channels-last, ensemble), why the precision is what it is, and the int8 network
-    when that is the choice. ``settings`` is what a worker or a resumed run is given: with a
-    settled precision nothing is measured again."""
+    precision, backend, channels-last, ensemble), why the precision and backend are what they are,
+    and the int8 network or the OpenVINO model when that is the choice. ``settings`` is what a
+    worker or a resumed run is given: with a settled precision and backend nothing is measured
+    again."""
 
     settings: RunSettings
     reason: str
     int8: nn.Module | None = None
+    openvino: object | None = None  # an openvino.Model (openvino_backend), converted from the weights
 
 
 def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike[str] | None = None) -> Settled:
     """Make the choices ``settings`` leave to "auto" that do not depend on the input, once.
 
-    On a CPU whose flags allow bf16, precision "auto" times the model in fp32 and bf16 and takes
-    the faster, and where the user allowed it (mimo quantize --auto) int8 too; the figures are
-    cached beside the weights (``cache_dir``, $MIMO_CACHE_DIR), so a later run on this machine
-    reads them. Precision "int8" loads (or calibrates and caches) the int8 network. Tile and
-    compile stay as they are: they depend on the input (Deblurrer.for_run).
+    On a CPU, precision "auto" times the model in fp32 and in bf16 where the flags allow bf16,
+    backend "auto" times torch and OpenVINO where OpenVINO is installed (fp32 and bf16 only), and
+    the fastest is used (calibrate.cpu_choice); where the user allowed it (mimo quantize --auto)
+    int8 is timed against that too. The figures are cached beside the weights (``cache_dir``,
+    $MIMO_CACHE_DIR), so a later run on this machine reads them. Precision "int8" loads (or
+    calibrates and caches) the int8 network; backend "openvino" loads (or converts and caches)
+    the OpenVINO model. Tile and compile stay as they are: they depend on the input
+    (Deblurrer.for_run).
 
-    Raises DeviceError for a device or precision that is not available here.
+    Raises DeviceError for a device, precision or backend that is not available here.
     """
+    from . import openvino_backend as ovb
+
     device = resolve_device(settings.device)
     dtype = resolve_precision(settings.precision, device)
     channels_last = device.type in ("cpu", "cuda") if settings.channels_last is None else settings.channels_last
     ensemble = bool(settings.ensemble or getattr(model, "ensemble", False))
     reason = "auto: the device's rule" if settings.precision == "auto" else "as asked"
     int8: nn.Module | None = None
-    if settings.precision == "auto" and device.type == "cpu":
-        from .calibrate import cache_file, cpu_precision, int8_faster
-        from .quantize import allowed_int8, cache_folder
+    if settings.backend == "openvino":
+        ovb.check(model, device, dtype)
+        if settings.compile is True:
+            raise ValueError("OpenVINO compiles the network itself: drop --compile, or use --backend torch")
+    # The backends this run may choose from: OpenVINO only on the CPU, in fp32 or bf16, for the
+    # networks it converts, and never beside --compile (a torch feature).
+    backends: tuple[str, ...] = ("torch",)
+    if settings.backend == "openvino":
+        backends = ("openvino",)
+    elif (
+        settings.backend == "auto"
+        and device.type == "cpu"
+        and dtype in ovb.HINTS
+        and settings.compile is not True
+        and ovb.available()
+        and ovb.supports(model)
+    ):
+        backends = ("torch", "openvino")
+    made: list[tuple[object, str]] = []
 
-        def timed() -> nn.Module:  # a copy in the layout it will run in, made only to be timed
-            copied = copy.deepcopy(model).eval()
-            return copied.to(memory_format=torch.channels_last) if channels_last else copied  # type: ignore[call-overload]
+    def converted() -> object:  # the OpenVINO model, loaded or converted only when needed
+        if not made:
+            from .cache import side_cache
 
-        if dtype == torch.bfloat16:
-            dtype, reason = cpu_precision(timed(), channels_last, cache_file(cache_dir))
-        if settings.compile is not True and (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
-            faster, why = int8_faster(timed(), dtype, channels_last, allowed, cache_file(cache_dir))
-            if faster:
-                dtype, int8, reason = torch.qint8, allowed, why
+            made.append(ovb.converted_for(model, side_cache("openvino", cache_dir)))
+        return made[0][0]
+
+    backend = backends[0]
+    if device.type == "cpu" and dtype in ovb.HINTS:
+        from .calibrate import cache_file, cpu_choice
+
+        precisions: tuple[str, ...] = (precision_name(dtype),)
+        if settings.precision == "auto" and dtype == torch.bfloat16:
+            precisions = ("fp32", "bf16")  # the flags allow bf16: measured against fp32
+        if "bf16" in precisions and "openvino" in backends and not ovb.has_bf16():
+            # OpenVINO would run bf16 in fp32 here: torch's bf16 against its fp32, or OpenVINO's fp32.
+            backends, precisions = (("torch",), precisions) if len(backends) > 1 else (backends, ("fp32",))
+        if len(precisions) * len(backends) > 1:
+            timed = copy.deepcopy(model).eval()
+            if channels_last:  # a copy in the layout it will run in, made only to be timed
+                timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            backend, dtype, reason = cpu_choice(
+                timed, channels_last, precisions, backends, converted, cache_file(cache_dir)
+            )
+        else:
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precisions[0]]
+        if settings.precision == "auto" and settings.compile is not True:
+            from .calibrate import int8_faster
+            from .quantize import allowed_int8, cache_folder
+
+            if (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
+                timed = copy.deepcopy(model).eval()
+                if channels_last:
+                    timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                on = converted() if backend == "openvino" else None
+                faster, why = int8_faster(timed, dtype, channels_last, allowed, cache_file(cache_dir), on)
+                if faster:
+                    dtype, int8, reason, backend = torch.qint8, allowed, why, "torch"
     elif dtype == torch.qint8:
         if settings.compile is True:
             raise ValueError("int8 runs eagerly: drop --compile")
@@ -116,10 +167,17 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
         int8, reason = quantized_for(model, cache=cache_folder(cache_dir))
     if dtype == torch.qint8:
         channels_last = False  # the quantized kernels take NCHW input fastest (measured)
+    if backend == "openvino":
+        converted()
+        reason = f"{reason}; {made[0][1]}"
     settled = settings.replace(
-        device=str(device), precision=precision_name(dtype), channels_last=channels_last, ensemble=ensemble
+        device=str(device),
+        precision=precision_name(dtype),
+        backend=backend,
+        channels_last=channels_last,
+        ensemble=ensemble,
     )
-    return Settled(settled, reason, int8)
+    return Settled(settled, reason, int8, made[0][0] if backend == "openvino" else None)
 
 
 def build_deblurrer(
@@ -129,7 +187,7 @@ def build_deblurrer(
     a Deblurrer: settle the settings (measuring where "auto" must), then build from the settled
     values. Settings already settled (a worker's, a resumed run's) are taken as they are."""
     s = settle(model, settings, cache_dir)
-    return Deblurrer(model, s.settings, int8=s.int8, reason=s.reason)
+    return Deblurrer(model, s.settings, int8=s.int8, openvino=s.openvino, reason=s.reason)
 
 
 class Deblurrer:
@@ -150,6 +208,7 @@ class Deblurrer:
         settings: RunSettings | None = None,
         *,
         int8: nn.Module | None = None,
+        openvino: object | None = None,
         reason: str | None = None,
         **changes: object,
     ) -> None:
@@ -185,11 +244,23 @@ class Deblurrer:
             self.int8, self.precision_reason = s.int8, s.reason
         if self.dtype == torch.qint8:
             self.channels_last = False  # the quantized kernels take NCHW input fastest (measured)
+        # Backend "auto" is torch until settled (build_deblurrer); "openvino" runs fp32 and bf16
+        # through OpenVINO (openvino_backend), its model loaded or converted as settle does.
+        self.backend = "openvino" if self.config.backend == "openvino" else "torch"
+        self.openvino: object | None = openvino
+        if self.backend == "openvino" and self.openvino is None:
+            s = settle(self.model, self.config)
+            self.openvino, self.precision_reason = s.openvino, s.reason
+        self._ov: dict[torch.dtype, Callable[[torch.Tensor], list[torch.Tensor]]] = {}
         tile = self.config.tile
         self._tile: int | None = None if tile == "auto" else int(tile)
         self.tile_overlap = self.config.tile_overlap
         self.fp32_fallbacks = 0
         self.compile: bool | str = self.config.compile
+        if self.backend == "openvino":
+            if self.compile is True:
+                raise ValueError("OpenVINO compiles the network itself: drop --compile, or use --backend torch")
+            self.compile = False
         self._tile_cap: int | None = None  # the tile an out-of-memory left us with
         self._compiled: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
         # fp32 and bf16 on the CPU run with oneDNN's fused convolutions (mimocli.fusion): one
@@ -247,6 +318,7 @@ class Deblurrer:
         return self.config.replace(
             device=str(self.device),
             precision=precision_name(self.dtype),
+            backend=self.backend,
             channels_last=self.channels_last,
             ensemble=self.ensemble,
             tile=self.tile or 0,
@@ -264,6 +336,7 @@ class Deblurrer:
         return {
             "device": self.device.type,
             "precision": precision_name(self.dtype),
+            "backend": self.backend,
             "channels_last": self.channels_last,
             "compile": "auto" if self.compile == "auto" else self.compiled,  # as it ran: False after a fallback
             "ensemble": self.ensemble,
@@ -297,6 +370,13 @@ class Deblurrer:
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running eager", RuntimeWarning, 3)
         if dtype == torch.qint8 and self.int8 is not None:
             return _int8_forward(self.int8, x, self.ensemble)
+        if self.backend == "openvino" and dtype in (torch.float32, torch.bfloat16):
+            net = self._ov.get(dtype)
+            if net is None:
+                from .openvino_backend import OpenVINONet
+
+                net = self._ov[dtype] = OpenVINONet(self.openvino, dtype)
+            return self_ensemble(net, x) if self.ensemble else net(x)
         if self._fusable and dtype in fusion.DTYPES:
             net = self._fused.get(dtype)
             if net is None:

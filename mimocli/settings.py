@@ -14,6 +14,9 @@ from typing import Any
 ProgressFn = Callable[[int, int | None], None]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# What runs the network: torch everywhere; OpenVINO on the CPU for fp32 and bf16 where the
+# openvino extra is installed; "auto" measures the two once per machine (mimocli.calibrate).
+BACKENDS = ("auto", "torch", "openvino")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb error threshold (2 x 89.5 MP)
 DEFAULT_OVERLAP = 64  # pixels between tiles; 32 already agrees to 69 dB PSNR with the untiled output
 DEFAULT_CHECKPOINT = 120  # frames per segment: 5 s at 24 fps, the most work an interruption loses
@@ -47,9 +50,9 @@ class RunSettings:
     ``channels_last``: NHWC activations; None: on for CPU and CUDA. ``tile``: "auto" (fit the
     device's free memory), 0 (never tile) or a side in pixels. ``ensemble``: average the 8
     flips/rotations (MIMO-UNet++). ``compile``: torch.compile, True, False or "auto" (decided
-    per run by its size). ``threads``: CPU threads, 0 for torch's default. ``batch``: frames per
-    forward pass. ``reuse_memory``: keep freed memory in the process on CPU (glibc; the caller
-    turns it on, see device.reuse_freed_memory).
+    per run by its size). ``backend``: one of BACKENDS. ``threads``: CPU threads, 0 for torch's
+    default. ``batch``: frames per forward pass. ``reuse_memory``: keep freed memory in the
+    process on CPU (glibc; the caller turns it on, see device.reuse_freed_memory).
     """
 
     device: str = "auto"
@@ -59,6 +62,7 @@ class RunSettings:
     tile_overlap: int = DEFAULT_OVERLAP
     ensemble: bool = False
     compile: bool | str = False
+    backend: str = "auto"
     threads: int = 0
     batch: int = 1
     reuse_memory: bool = True
@@ -67,6 +71,9 @@ class RunSettings:
         if self.precision.strip().lower() not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "precision", self.precision.strip().lower())
+        if self.backend.strip().lower() not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        object.__setattr__(self, "backend", self.backend.strip().lower())
         if isinstance(self.tile, str):
             if self.tile.strip().lower() != "auto":
                 raise ValueError(f"tile must be 'auto', 0 or a positive size, not {self.tile!r}")
@@ -85,11 +92,12 @@ class RunSettings:
 
     def report(self) -> dict[str, Any]:
         """How a settled run runs, as --json and a video's manifest say it: the kind of device
-        ("cuda:1" -> "cuda", which is what the output depends on), precision, channels-last,
+        ("cuda:1" -> "cuda", which is what the output depends on), precision, backend, channels-last,
         compile, ensemble, tile and batch."""
         return {
             "device": self.device.split(":", 1)[0],
             "precision": self.precision,
+            "backend": self.backend,
             "channels_last": self.channels_last,
             "compile": self.compile,
             "ensemble": self.ensemble,

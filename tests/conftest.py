@@ -24,6 +24,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # the environment so that every process the tests start (Ray's workers too) sees the same; tests
 # of the bf16 path fake the CPU feature themselves, both ways.
 os.environ["MIMO_CPU_BF16"] = "0"
+# Likewise with OpenVINO installed (the test extra has it), --backend auto would time torch
+# against OpenVINO: the suite runs as without it; its tests (test_openvino.py) let it through.
+os.environ["MIMO_OPENVINO"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import typer
 
 from mimocli.errors import WeightsError
 from mimocli.registry import BUNDLED_VARIANT, DEFAULT_VARIANT, VARIANTS, get_variant
-from mimocli.settings import DEFAULT_OVERLAP, PRECISIONS, ClusterSettings, RunSettings
+from mimocli.settings import BACKENDS, DEFAULT_OVERLAP, PRECISIONS, ClusterSettings, RunSettings
 
 
 def one_of(*values: str) -> Callable[[str], str]:
@@ -77,6 +77,13 @@ PRECISION = typer.Option(
     callback=parse_precision,
     help="auto (GPU: bf16 on Ampere+, else fp16; CPU: fp32/bf16, faster measured; MPS: fp32), fp32, bf16, fp16, int8.",
 )
+BACKEND = typer.Option(
+    "auto",
+    "--backend",
+    callback=one_of(*BACKENDS),
+    help="What runs the network: torch, or OpenVINO (CPU, fp32/bf16; pip install \"mimocli[openvino]\"). "
+    "auto: on the CPU the faster of the two, measured once per machine; elsewhere torch.",
+)
 CHANNELS_LAST = typer.Option(
     None,
     "--channels-last/--no-channels-last",
@@ -136,6 +143,7 @@ def run_options(
     declared: dict[str, tuple[Any, Any]] = {
         "device": (str, DEVICE),
         "precision": (str, precision),
+        "backend": (str, BACKEND),
         "channels_last": (bool | None, CHANNELS_LAST),
         "compile": (bool | None, compile_option(compile_help)),
         "threads": (int, THREADS),

@@ -171,10 +171,12 @@ def video(
     except MimoError as e:
         report(e)
         raise typer.Exit(1) from None
-    # A resumed run takes the precision its interrupted run chose, instead of measuring again.
+    # A resumed run takes the precision and backend its interrupted run chose, instead of measuring again.
     recorded = recorded_choices(output, video_options)
     if run.precision == "auto" and "precision" in recorded:
         run = run.replace(precision=recorded["precision"])
+    if run.backend == "auto" and "backend" in recorded:
+        run = run.replace(backend=recorded["backend"])
     deblurrer, remote = None, None
     if cluster is None:
         deblurrer, loaded = make_deblurrer(variant, weights, cache_dir, run, quiet, verbose)

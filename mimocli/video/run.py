@@ -120,7 +120,7 @@ def deblur_video(
 
 
 def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> dict[str, Any]:
-    """What an interrupted run of ``output`` chose for precision and tile, when ``options``
+    """What an interrupted run of ``output`` chose for precision, backend and tile, when ``options``
     resume it (else nothing): a resumed run takes these instead of choosing again, which could
     come out otherwise under another load or with another free memory."""
     if not options.resume:
@@ -128,7 +128,8 @@ def recorded_choices(output: str | os.PathLike[str], options: VideoOptions) -> d
     old = WorkDir(Path(output)).settings()
     if old.get("version") != MANIFEST_VERSION:
         return {}
-    return {k: old[k] for k, kind in (("precision", str), ("tile", int)) if isinstance(old.get(k), kind)}
+    chosen = (("precision", str), ("backend", str), ("tile", int))
+    return {k: old[k] for k, kind in chosen if isinstance(old.get(k), kind)}
 
 
 def preflight(input: str | os.PathLike[str], output: str | os.PathLike[str], options: VideoOptions) -> None:
@@ -258,6 +259,7 @@ _FLAGS = {
     "input": "the input file",
     "device": "--device",
     "precision": "--precision",
+    "backend": "--backend",
     "channels_last": "--channels-last",
     "compile": "--compile",
     "ensemble": "--ensemble",

@@ -1,0 +1,194 @@
+"""OpenVINO as a second backend on the CPU (the ``openvino`` extra), for fp32 and bf16.
+
+Measured side by side (benchmarks/runtimes.py, 2-core Xeon with AMX, MIMO-UNet at 1280x720),
+OpenVINO runs the same network faster than oneDNN through PyTorch can be made to: it keeps one
+blocked layout from the first layer to the last and fuses every bias, ReLU and residual add into
+its convolutions. So where it is installed, the network is converted from our own model (the
+float weights, as loaded; nothing downloaded), kept in the weights cache as OpenVINO IR keyed by
+the weights' sha256, OpenVINO's and torch's versions and RECIPE, and run by it wherever the run's
+one measurement (mimocli.calibrate.cpu_choice) finds it faster than torch. The torch path stays
+the default where it is not installed, on GPUs, for int8 and for other networks.
+
+The IR holds the weights in fp32 (not OpenVINO's default fp16 compression), with the input's
+batch, height and width left open: one compiled network serves every size (measured as fast as
+one compiled for the frame's size). MIMO_OPENVINO=0 makes mimocli act as if it were not
+installed (the tests pin it, and let it through where they test it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import write_bytes_atomic
+from .checkpoints import state_sha256
+from .errors import DeviceError
+
+RECIPE = "ov-convert-fp32-1"  # changes when the conversion does: older files are stale
+ENV = "MIMO_OPENVINO"
+HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}  # OpenVINO's inference precision per dtype
+INSTALL = 'pip install "mimocli[openvino]"'
+
+
+def available() -> bool:
+    """Whether OpenVINO is installed and not turned off (MIMO_OPENVINO=0)."""
+    if os.environ.get(ENV, "").strip() == "0":
+        return False
+    return importlib.util.find_spec("openvino") is not None
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether ``model`` is a network this backend converts (MIMO-UNet and XYDeblur)."""
+    from .arch import MIMOUNet
+    from .xydeblur import XYDeblur
+
+    return isinstance(model, (MIMOUNet, XYDeblur))
+
+
+def version() -> str:
+    import openvino
+
+    return str(openvino.get_version())
+
+
+def has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively on this processor."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse --backend openvino where it cannot run, in one line with the remedy."""
+    if device.type != "cpu":
+        raise DeviceError(f"the OpenVINO backend runs on the CPU, not on {device.type}", "use --device cpu")
+    if not available():
+        raise DeviceError("the OpenVINO backend is not installed", f"{INSTALL}, or use --backend torch")
+    if not supports(model):
+        kind = type(model).__name__
+        raise DeviceError(f"the OpenVINO backend runs MIMO-UNet and XYDeblur, not {kind}", "use --backend torch")
+    if dtype not in HINTS:
+        name = {torch.qint8: "int8", torch.float16: "fp16"}.get(dtype, str(dtype))
+        raise DeviceError(f"the OpenVINO backend runs fp32 and bf16, not {name}", "use --backend torch")
+    if dtype == torch.bfloat16 and not has_bf16():
+        raise DeviceError(
+            "OpenVINO runs bf16 only on a CPU that has it natively (AVX512-BF16 or AMX), not this one",
+            "use --precision fp32, or --backend torch",
+        )
+
+
+def cache_key(float_sha256: str) -> str:
+    return hashlib.sha256(f"{float_sha256}|{version()}|{torch.__version__}|{RECIPE}".encode()).hexdigest()[:16]
+
+
+def cache_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Beside the weights (cache.side_cache), as the int8 models are."""
+    from .cache import side_cache
+
+    return side_cache("openvino", cache_dir)
+
+
+def convert(model: nn.Module) -> Any:
+    """``model`` (a MIMOUNet or XYDeblur, without its ensemble) as an openvino.Model whose input
+    (1..N, 3, H, W) float32 in [0, 1] may be of any size, its outputs those of the network."""
+    import openvino as ov
+
+    net = copy.deepcopy(model).float().eval().cpu()
+    net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    setattr(net, "ensemble", False)  # noqa: B010  (the ensemble goes around the converted network)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values taken as constants
+        return ov.convert_model(net, example_input=torch.rand(1, 3, 64, 64), input=[ov.PartialShape([-1, 3, -1, -1])])
+
+
+def save(converted: Any, folder: Path, key: str, float_sha256: str) -> None:
+    """The IR (``key``.xml and .bin, weights in fp32) and its record (.json, written last, with
+    both files' sha256), each file written atomically."""
+    import openvino as ov
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".convert-") as tmp:
+        ov.save_model(converted, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        xml, weights = (Path(tmp) / "model.xml").read_bytes(), (Path(tmp) / "model.bin").read_bytes()
+    write_bytes_atomic(folder / f"{key}.bin", weights)
+    write_bytes_atomic(folder / f"{key}.xml", xml)
+    record = {
+        "xml_sha256": hashlib.sha256(xml).hexdigest(),
+        "bin_sha256": hashlib.sha256(weights).hexdigest(),
+        "float_sha256": float_sha256,
+        "openvino": version(),
+        "torch": torch.__version__,
+        "recipe": RECIPE,
+    }
+    write_bytes_atomic(folder / f"{key}.json", (json.dumps(record, indent=1) + "\n").encode())
+
+
+def load(folder: Path, key: str, float_sha256: str) -> Any | None:
+    """The IR stored under ``key`` for these float weights, or None when there is none, or it is
+    damaged (sha256) or stale (other weights, OpenVINO, torch or recipe)."""
+    import openvino as ov
+
+    try:
+        record = json.loads((folder / f"{key}.json").read_text())
+        xml, weights = (folder / f"{key}.xml").read_bytes(), (folder / f"{key}.bin").read_bytes()
+    except (OSError, ValueError):
+        return None
+    expected = {"float_sha256": float_sha256, "openvino": version(), "torch": torch.__version__, "recipe": RECIPE}
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in expected.items()):
+        return None
+    if hashlib.sha256(xml).hexdigest() != record.get("xml_sha256"):
+        return None
+    if hashlib.sha256(weights).hexdigest() != record.get("bin_sha256"):
+        return None
+    try:
+        return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
+    except (RuntimeError, UnicodeDecodeError):
+        return None
+
+
+def converted_for(model: nn.Module, cache: Path | None = None) -> tuple[Any, str]:
+    """The OpenVINO model for ``model``'s weights: from the cache, or converted now and cached
+    (best effort: a read-only cache converts again next time); and a line that says which."""
+    sha = state_sha256(model)
+    folder = cache or cache_folder()
+    key = cache_key(sha)
+    if (found := load(folder, key, sha)) is not None:
+        return found, f"OpenVINO, converted before ({folder / key}.xml)"
+    net = convert(model)
+    with contextlib.suppress(OSError):
+        save(net, folder, key, sha)
+    return net, "OpenVINO, converted now"
+
+
+class OpenVINONet:
+    """A converted network compiled for the CPU at one precision (``dtype``: fp32 or bf16), called
+    like the torch network: (B,3,H,W) float tensor -> its outputs as float32 tensors. Compiled with
+    torch's thread count at the time (--threads). Calls from several threads take turns."""
+
+    def __init__(self, converted: Any, dtype: torch.dtype, threads: int | None = None) -> None:
+        import openvino as ov
+
+        if dtype not in HINTS:
+            raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {dtype}")
+        config = {"INFERENCE_PRECISION_HINT": HINTS[dtype], "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        self.compiled = ov.Core().compile_model(converted, "CPU", config)
+        self._lock = threading.Lock()
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        data = x.detach().float().cpu().contiguous().numpy()
+        with self._lock:
+            results = self.compiled([data])  # the outputs come back as copies of their own
+            return [torch.from_numpy(np.asarray(results[o])) for o in self.compiled.outputs]
