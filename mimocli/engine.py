@@ -102,9 +102,9 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
     reason = "auto: the device's rule" if settings.precision == "auto" else "as asked"
     int8: nn.Module | None = None
     if settings.backend == "openvino":
-        ovb.check(model, device, dtype)
+        ovb.check(model, device, dtype if settings.precision != "auto" else torch.float32)  # auto: fp32 at least
         if settings.compile is True:
-            raise ValueError("OpenVINO compiles the network itself: drop --compile, or use --backend torch")
+            raise DeviceError("OpenVINO compiles the network itself", "drop --compile, or use --backend torch")
     # The backends this run may choose from: OpenVINO only on the CPU, in fp32 or bf16, for the
     # networks it converts, and never beside --compile (a torch feature).
     backends: tuple[str, ...] = ("torch",)
@@ -161,7 +161,7 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
                     dtype, int8, reason, backend = torch.qint8, allowed, why, "torch"
     elif dtype == torch.qint8:
         if settings.compile is True:
-            raise ValueError("int8 runs eagerly: drop --compile")
+            raise DeviceError("int8 runs eagerly, not compiled", "drop --compile")
         from .quantize import cache_folder, quantized_for
 
         int8, reason = quantized_for(model, cache=cache_folder(cache_dir))
@@ -259,7 +259,7 @@ class Deblurrer:
         self.compile: bool | str = self.config.compile
         if self.backend == "openvino":
             if self.compile is True:
-                raise ValueError("OpenVINO compiles the network itself: drop --compile, or use --backend torch")
+                raise DeviceError("OpenVINO compiles the network itself", "drop --compile, or use --backend torch")
             self.compile = False
         self._tile_cap: int | None = None  # the tile an out-of-memory left us with
         self._compiled: Callable[[torch.Tensor], list[torch.Tensor]] | None = None

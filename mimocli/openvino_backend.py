@@ -35,7 +35,7 @@ from torch import nn
 
 from .atomic import write_bytes_atomic
 from .checkpoints import state_sha256
-from .errors import DeviceError
+from .errors import DeviceError, NotFiniteError
 
 RECIPE = "ov-convert-fp32-1"  # changes when the conversion does: older files are stale
 ENV = "MIMO_OPENVINO"
@@ -51,11 +51,19 @@ def available() -> bool:
 
 
 def supports(model: nn.Module) -> bool:
-    """Whether ``model`` is a network this backend converts (MIMO-UNet and XYDeblur)."""
+    """Whether ``model`` is a network this backend converts (MIMO-UNet and XYDeblur) and its
+    weights are finite (see finite)."""
     from .arch import MIMOUNet
     from .xydeblur import XYDeblur
 
-    return isinstance(model, (MIMOUNet, XYDeblur))
+    return isinstance(model, (MIMOUNet, XYDeblur)) and finite(model)
+
+
+def finite(model: nn.Module) -> bool:
+    """Whether every weight is finite. OpenVINO fuses each ReLU into its convolution, and that
+    ReLU turns NaN into 0 (torch's keeps it), so damaged weights would give a plausible image
+    where the engine must fail (NotFiniteError): such weights run on torch, which reports them."""
+    return all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
 
 
 def version() -> str:
@@ -77,6 +85,11 @@ def check(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         raise DeviceError(f"the OpenVINO backend runs on the CPU, not on {device.type}", "use --device cpu")
     if not available():
         raise DeviceError("the OpenVINO backend is not installed", f"{INSTALL}, or use --backend torch")
+    if not finite(model):
+        raise NotFiniteError(
+            "the weights hold NaN/Inf values",
+            "the weights are damaged or are not MIMO-UNet weights: download or export them again",
+        )
     if not supports(model):
         kind = type(model).__name__
         raise DeviceError(f"the OpenVINO backend runs MIMO-UNet and XYDeblur, not {kind}", "use --backend torch")

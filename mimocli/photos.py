@@ -49,6 +49,7 @@ class PhotoResult:
     seconds: float = 0.0
     fp32_fallbacks: int = 0
     precision: str = ""  # the precision it ran in (what --precision auto chose, once per run)
+    backend: str = ""  # what ran the network: torch or openvino (what --backend auto chose)
 
 
 def check_job(job: Job, options: PhotoOptions, sources: Set[Path] = frozenset()) -> str:
@@ -141,5 +142,8 @@ def deblur_image(
         remove_stale_parts(t)  # left by a run that was killed while writing it
     h, w = result.image.shape[:2]
     seconds = time.perf_counter() - t0
-    precision = str(model.report()["precision"])
-    return PhotoResult(job, "ok", w, h, result.tiles, result.tile_size, seconds, result.fp32_fallbacks, precision)
+    report = model.report()
+    return PhotoResult(
+        job, "ok", w, h, result.tiles, result.tile_size, seconds, result.fp32_fallbacks, str(report["precision"]),
+        str(report["backend"]),
+    )

@@ -239,20 +239,26 @@ def _flip(measurements: Path) -> None:
     measurements.write_text(json.dumps(known))
 
 
-@pytest.mark.parametrize(("bf16", "int8", "chosen"), [("0", False, "fp32"), ("1", False, "bf16"), ("1", True, "int8")])
+@pytest.mark.parametrize(
+    ("bf16", "int8", "chosen"),
+    [("0", False, "fp32"), ("1", False, "bf16"), ("1", True, "int8"), ("0", False, "fp32 openvino")],
+)
 def test_auto_is_decided_once_local_resumed_and_on_the_cluster_alike(
     cluster, tmp_path, tiny_weights, monkeypatch, bf16, int8, chosen
 ):
     """On a CPU faked without and with native bf16 (and with int8 allowed to auto), the whole
     run, a resumed one and one on Ray give one file; the resumed runs take the precision the
     interrupted run recorded although the measurement now says otherwise. The workers have caches
-    of their own, as on another machine: the int8 model they run is the one calibrated here."""
+    of their own, as on another machine: the int8 model they run is the one calibrated here. With
+    OpenVINO let through, its backend is chosen, recorded and kept the same way."""
     from mimocli import calibrate
     from mimocli.cluster import connect
     from mimocli.weights import load_weights
 
+    chosen, backend = (*chosen.split(), "torch")[:2]
     ray.shutdown()  # a cluster of its own, whose workers see the faked CPU and caches of their own
     monkeypatch.setenv("MIMO_CPU_BF16", bf16)
+    monkeypatch.setenv("MIMO_OPENVINO", "1" if backend == "openvino" else "0")
     monkeypatch.setenv("HOME", pwd.getpwuid(os.getuid()).pw_dir)  # Ray's token, as at the module's start
     here = os.environ["HF_HOME"]
     monkeypatch.setenv("HF_HOME", str(tmp_path / "worker"))
@@ -268,6 +274,10 @@ def test_auto_is_decided_once_local_resumed_and_on_the_cluster_alike(
         key = calibrate.key(model, True)
         against = "bf16" if bf16 == "1" else "fp32"
         known = {key: {"fp32": 1.0, "bf16": 0.5}, f"{key}, int8 against {against}": {"float": 1.0, "int8": 0.3}}
+        if backend == "openvino":
+            from mimocli.openvino_backend import version
+
+            known[f"{key}, OpenVINO {version()}"] = {"fp32": 0.5, "bf16": 2.0}
         theirs = tmp_path / "worker" / "assets" / "mimocli" / "default" / "precision.json"
         measurements = [calibrate.cache_file(), theirs]
         for path in measurements:
@@ -277,10 +287,12 @@ def test_auto_is_decided_once_local_resumed_and_on_the_cluster_alike(
         src = make_clip(tmp_path / "in.mp4", frames=14, size=(64, 48), audio="aac", gop=3)
         whole = run("video", src, tmp_path / "whole.mkv", *common)
         assert whole.exit_code == 0, whole.output
-        assert json.loads(whole.stdout)["settings"]["precision"] == chosen
+        ran = json.loads(whole.stdout)["settings"]
+        assert (ran["precision"], ran["backend"]) == (chosen, backend)
         remote = run("video", src, tmp_path / "ray.mkv", *common, "--ray", "local", "--ray-replicas", "2")
         assert remote.exit_code == 0, remote.output
-        assert json.loads(remote.stdout)["settings"]["precision"] == chosen
+        ran = json.loads(remote.stdout)["settings"]
+        assert (ran["precision"], ran["backend"]) == (chosen, backend)
         assert digest(tmp_path / "ray.mkv") == digest(tmp_path / "whole.mkv")
 
         for where in ((), ("--ray", "local")):
@@ -293,11 +305,13 @@ def test_auto_is_decided_once_local_resumed_and_on_the_cluster_alike(
                 _flip(path)
             assert resumed.exit_code == 0, resumed.output
             info = json.loads(resumed.stdout)
-            assert (info["resumed"], info["deblurred"], info["settings"]["precision"]) == (8, 6, chosen)
+            ran = info["settings"]
+            assert (info["resumed"], info["deblurred"], ran["precision"], ran["backend"]) == (8, 6, chosen, backend)
             assert digest(dst) == digest(tmp_path / "whole.mkv")
     finally:
         ray.shutdown()
         monkeypatch.setenv("MIMO_CPU_BF16", "0")
+        monkeypatch.setenv("MIMO_OPENVINO", "0")
         connect(ClusterSettings("local"))  # the module's cluster again, for the tests after this one
 
 

@@ -58,7 +58,8 @@ def make_deblurrer(
         name = "" if loaded.name == str(loaded.path) else f"{loaded.name}, "
         say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, {held(loaded.model).shape()}")
         say(
-            f"device: {d.device}, precision: {d.settings['precision']} ({d.precision_reason}), channels-last: "
+            f"device: {d.device}, precision: {d.settings['precision']} ({d.precision_reason}), "
+            f"backend: {d.backend}, channels-last: "
             f"{'on' if d.channels_last else 'off'}, compile: {d.compile}, threads: {torch.get_num_threads()}, "
             f"tile: {tile_text}, overlap {d.tile_overlap} px{', ensemble of 8' if d.ensemble else ''}"
         )
@@ -262,6 +263,7 @@ def deblur(
                         "tiles": outcome.tiles,
                         "tile": outcome.tile_size,
                         "precision": outcome.precision,
+                        "backend": outcome.backend,
                         "seconds": round(outcome.seconds, 3),
                         "fp32_fallbacks": outcome.fp32_fallbacks,
                         "weights": loaded[0].to_dict(),
