@@ -7,8 +7,10 @@ For each variant (random weights for MIMO-UNet and MIMO-UNet+: the cost is the p
 the bundled weights for lite) and size, times one whole frame (no tiles) through:
 
 - eager fp32 NCHW: the upstream way, the baseline every ratio is against;
-- mimocli `--precision fp32`, `auto` (bf16 where the CPU has it natively), `int8`, and fp32 with
-  `--compile` (inductor, weights frozen; its compile time is printed apart);
+- mimocli's default path (`--backend auto`: torch, or OpenVINO where the openvino extra is installed
+  and measures faster) with `--precision fp32`, `auto` (bf16 where the CPU has it natively) and
+  `int8`; the torch path alone (`--backend torch`) in fp32 and bf16; and fp32 with `--compile`
+  (inductor, weights frozen; its compile time is printed apart);
 - ONNX Runtime (opset 17, all graph optimisations) in fp32 and static int8 (QDQ, per-channel
   weights, calibrated on the 256 px crops `mimo quantize` uses: calibrating on whole 720p frames
   keeps every activation of every sample and needed more than 24 GB);
@@ -176,10 +178,14 @@ def main() -> None:
                 seconds = median_seconds(lambda model=model, x=x: model(x), args.iters)
                 reference = model(x)[-1].numpy()
             rows.append(("eager fp32 NCHW (upstream)", seconds, reference, "fp32"))
-            chosen = ["fp32", "auto", "int8"] + ([] if args.no_compile else ["fp32 --compile"])
+            chosen = ["fp32", "fp32 --backend torch", "auto", "bf16 --backend torch", "int8"]
+            if not cpu_has_native_bf16():
+                chosen.remove("bf16 --backend torch")
+            chosen += [] if args.no_compile else ["fp32 --compile"]
             for path in chosen:
                 precision, compiled = path.split(" ")[0], path.endswith("--compile")
-                settings = RunSettings(device="cpu", precision=precision, tile=0, compile=compiled)
+                backend = "torch" if path.endswith("--backend torch") else "auto"
+                settings = RunSettings(device="cpu", precision=precision, tile=0, compile=compiled, backend=backend)
                 started = time.perf_counter()
                 d = build_deblurrer(copy.deepcopy(model), settings)
                 with torch.inference_mode():
@@ -188,7 +194,10 @@ def main() -> None:
                 with torch.inference_mode():
                     seconds = median_seconds(lambda d=d, x=x: d.run_tensor(x), args.iters)
                     out = d.run_tensor(x)[0][-1].numpy()
-                label = f"mimocli --precision {path}" + (f" ({d.settled.precision})" if precision == "auto" else "")
+                label = f"mimocli --precision {path}"
+                if backend == "auto":  # what the default path chose: the precision (auto's) and the backend
+                    picked = [d.settled.precision] if precision == "auto" else []
+                    label += f" ({', '.join([*picked, d.settled.backend])})"
                 if compiled:
                     label += f" ({prepared:.0f} s to compile)"
                 rows.append((label, seconds, out, str(d.settled.precision)))

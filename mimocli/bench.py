@@ -65,6 +65,7 @@ class BenchResult:
     rel_error: float | None = None  # ||fast - baseline|| / ||baseline|| on the full-scale output
     psnr_db: float | None = None  # between the fast and baseline full-scale outputs, in [0, 1]
     ceiling_tflops: float | None = None  # one 3x3 convolution's rate here in this precision (mimocli.ceiling)
+    backend: str = "torch"  # what ran the network: torch, or openvino (--backend, auto's choice)
     times_ms: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +158,7 @@ def _result(
         device=str(device),
         precision="fp32" if d is None else str(d.settings["precision"]),
         precision_reason="as asked" if d is None else d.precision_reason,
+        backend="torch" if d is None else d.backend,
         channels_last=False if d is None else d.channels_last,
         compiled=False if d is None else d.compiled,
         reuse_memory=device.type == "cpu" and freed_memory_reused(),

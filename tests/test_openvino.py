@@ -249,6 +249,9 @@ def test_mimo_deblur_backend_openvino_and_its_refusals(tmp_path, tiny_weights, m
             "deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "-d", "cpu", "--backend", "openvino", *args
         )
         assert r.exit_code != 0 and said in flat(r.output), r.output
+    # int8 with --compile was a traceback (a ValueError); now one line too.
+    r = run("deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "-d", "cpu", "-p", "int8", "--compile")
+    assert r.exit_code == 1 and "int8 runs eagerly, not compiled (drop --compile)" in flat(r.output), r.output
     r = run("deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "--backend", "nope")
     assert r.exit_code == 2 and "use one of auto, torch, openvino" in flat(r.output)
     monkeypatch.setenv("MIMO_OPENVINO", "0")
@@ -257,3 +260,17 @@ def test_mimo_deblur_backend_openvino_and_its_refusals(tmp_path, tiny_weights, m
         r.output
     )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_mimo_bench_shows_the_openvino_path(tmp_path):
+    r = run("bench", "--variant", "lite", "--device", "cpu", "--size", "64x48", "--iters", "2", "-p", "fp32")
+    assert r.exit_code == 0, r.output
+    r = run(
+        *("bench", "--variant", "lite", "--device", "cpu", "--size", "64x48", "--iters", "2"), "--backend", "openvino"
+    )
+    assert r.exit_code == 0 and "OpenVINO fp32" in r.output, r.output
+    r = run(
+        *("bench", "--variant", "lite", "--device", "cpu", "--size", "64x48", "--iters", "2"), "--json", "-p", "fp32"
+    )
+    fast = [x for x in json.loads(r.stdout)["results"] if x["mode"] != "baseline"]
+    assert fast and all(x["backend"] in ("torch", "openvino") for x in fast)

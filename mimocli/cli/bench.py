@@ -62,6 +62,8 @@ def machine() -> dict[str, Any]:
 def _path(r: BenchResult) -> str:
     if r.mode == "baseline":
         return "baseline fp32"
+    if r.backend == "openvino":  # its own layout and fusions: none of torch's switches apply
+        return f"OpenVINO {r.precision}"
     parts = [r.precision, "NHWC" if r.channels_last else "NCHW"]
     if r.compiled:
         parts.append("compiled")
@@ -186,7 +188,7 @@ def bench(
     )
     for variant_name, reason in dict.fromkeys((r.variant, r.precision_reason) for r in results if r.mode != "baseline"):
         if reason.startswith("auto:"):
-            out.print(f"{variant_name}: precision {reason}", markup=False)
+            out.print(f"{variant_name}: {reason}", markup=False)
 
 
 def _bench_video(
