@@ -19,6 +19,9 @@ the bundled weights for lite) and size, times one whole frame (no tiles) through
 
 Each runtime's rows are left out where it is not installed.
 
+The paths are timed in rounds, each round calling every path once in turn (see interleaved), so
+that the machine's changing load does not favour whichever path ran at a quiet moment.
+
 Prints a markdown table: the median of --iters calls, the ratio to the baseline, the share of
 this machine's convolution ceiling in that precision (mimocli.ceiling) and the PSNR of the
 output against the baseline's (what each path gives up). Nothing here is imported by mimocli.
@@ -47,15 +50,22 @@ from mimocli.registry import get_variant
 from mimocli.settings import RunSettings
 from mimocli.weights import load_weights
 
+Run = Callable[[], np.ndarray]  # one whole frame through a path: its full-size output
 
-def median_seconds(fn: Callable[[], object], iters: int) -> float:
-    fn()  # warm: first-call allocations, oneDNN primitive creation
-    times = []
+
+def interleaved(runs: dict[str, Run], iters: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each path's median over ``iters`` rounds, a round timing every path once in turn, so that
+    a change in the machine's load falls on every path alike instead of on whichever ran then;
+    and each path's output (from its first, untimed call: first-call allocations, oneDNN
+    primitive creation and OpenVINO's first inference happen there)."""
+    outputs = {label: np.asarray(run()) for label, run in runs.items()}
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for label, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - t)
+    return {label: statistics.median(t) for label, t in times.items()}, outputs
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,11 +79,13 @@ def calibration() -> list[np.ndarray]:
     return [np.ascontiguousarray(c.numpy(), dtype=np.float32) for c in crops(images)[:8]]
 
 
-def onnx_paths(model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: list[np.ndarray], iters: int) -> dict:
-    """ONNX Runtime and OpenVINO on the model exported once to ONNX: {path: (seconds, output, precision)}."""
+def onnx_paths(
+    model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: list[np.ndarray]
+) -> dict[str, tuple[Run, str]]:
+    """ONNX Runtime and OpenVINO on the model exported once to ONNX: {path: (run, precision)}."""
     import warnings
 
-    found: dict[str, tuple[float, np.ndarray, str]] = {}
+    found: dict[str, tuple[Run, str]] = {}
     onnx_file = folder / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -98,12 +110,11 @@ def onnx_paths(model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: lis
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
 
-        def session(path: Path):  # type: ignore[no-untyped-def]
+        def session(path: Path) -> Run:
             s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            return lambda: s.run(None, {"x": xn})
+            return lambda: s.run(None, {"x": xn})[-1]
 
-        run = session(onnx_file)
-        found["ONNX Runtime fp32"] = (median_seconds(run, iters), run()[-1], "fp32")
+        found["ONNX Runtime fp32"] = (session(onnx_file), "fp32")
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
@@ -122,8 +133,7 @@ def onnx_paths(model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: lis
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-        run = session(q_file)
-        found["ONNX Runtime int8 (static QDQ)"] = (median_seconds(run, iters), run()[-1], "int8")
+        found["ONNX Runtime int8 (static QDQ)"] = (session(q_file), "int8")
     try:
         import openvino as ov
     except ImportError:
@@ -137,8 +147,7 @@ def onnx_paths(model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: lis
         compiled = core.compile_model(
             static, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         )
-        run = lambda compiled=compiled: compiled([xn])  # noqa: E731
-        found[f"OpenVINO {hint}"] = (median_seconds(run, iters), list(run().values())[-1], precision)
+        found[f"OpenVINO {hint}"] = (lambda compiled=compiled: list(compiled([xn]).values())[-1], precision)
     try:
         import nncf
     except ImportError:
@@ -146,8 +155,7 @@ def onnx_paths(model: torch.nn.Module, x: torch.Tensor, folder: Path, calib: lis
     quantized = nncf.quantize(core.read_model(str(onnx_file)), nncf.Dataset(calib))
     quantized.reshape([1, 3, *x.shape[2:]])
     compiled = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads})
-    run = lambda: compiled([xn])  # noqa: E731
-    found["OpenVINO int8 (NNCF)"] = (median_seconds(run, iters), list(run().values())[-1], "int8")
+    found["OpenVINO int8 (NNCF)"] = (lambda: list(compiled([xn]).values())[-1], "int8")
     return found
 
 
@@ -173,11 +181,8 @@ def main() -> None:
                 model = random_model(v.num_res).eval()
             torch.manual_seed(0)
             x = torch.rand(1, 3, height, width)
-            rows: list[tuple[str, float, np.ndarray, str]] = []
-            with torch.inference_mode():
-                seconds = median_seconds(lambda model=model, x=x: model(x), args.iters)
-                reference = model(x)[-1].numpy()
-            rows.append(("eager fp32 NCHW (upstream)", seconds, reference, "fp32"))
+            runs: dict[str, Run] = {"eager fp32 NCHW (upstream)": lambda model=model, x=x: model(x)[-1].numpy()}
+            precisions = {"eager fp32 NCHW (upstream)": "fp32"}
             chosen = ["fp32", "fp32 --backend torch", "auto", "bf16 --backend torch", "int8"]
             if not cpu_has_native_bf16():
                 chosen.remove("bf16 --backend torch")
@@ -191,21 +196,21 @@ def main() -> None:
                 with torch.inference_mode():
                     d.run_tensor(x)
                 prepared = time.perf_counter() - started  # with --compile: the compile, on the first call
-                with torch.inference_mode():
-                    seconds = median_seconds(lambda d=d, x=x: d.run_tensor(x), args.iters)
-                    out = d.run_tensor(x)[0][-1].numpy()
                 label = f"mimocli --precision {path}"
                 if backend == "auto":  # what the default path chose: the precision (auto's) and the backend
                     picked = [d.settled.precision] if precision == "auto" else []
                     label += f" ({', '.join([*picked, d.settled.backend])})"
                 if compiled:
                     label += f" ({prepared:.0f} s to compile)"
-                rows.append((label, seconds, out, str(d.settled.precision)))
+                runs[label] = lambda d=d, x=x: d.run_tensor(x)[0][-1].numpy()
+                precisions[label] = str(d.settled.precision)
             with tempfile.TemporaryDirectory() as folder:
-                for label, (seconds, out, precision) in onnx_paths(
-                    model, x, Path(folder), calibration(), args.iters
-                ).items():
-                    rows.append((label, seconds, out, precision))
+                for label, (run, precision) in onnx_paths(model, x, Path(folder), calibration()).items():
+                    runs[label], precisions[label] = run, precision
+                with torch.inference_mode():
+                    medians, outputs = interleaved(runs, args.iters)
+            reference = outputs["eager fp32 NCHW (upstream)"]
+            rows = [(label, medians[label], outputs[label], precisions[label]) for label in runs]
             work = tflop_per_frame(v, width, height)
             base = rows[0][1]
             for label, seconds, out, precision in rows:
