@@ -189,9 +189,11 @@ def _measured(
     return times, "measured now"
 
 
-def time_int8(float_run: Callable[[torch.Tensor], object], channels_last: bool, int8: nn.Module) -> dict[str, float]:
+def time_int8(
+    float_run: Callable[[torch.Tensor], object], channels_last: bool, int8: Callable[[torch.Tensor], object]
+) -> dict[str, float]:
     """Seconds per call of the float network (``float_run``, as the run would run it) and of the
-    int8 model, on a SIZE x SIZE image: the best of REPEAT calls after one untimed."""
+    int8 one, on a SIZE x SIZE image: the best of REPEAT calls after one untimed."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, SIZE, SIZE)
     runs = {
@@ -210,12 +212,14 @@ def int8_faster(
     float_model: nn.Module,
     dtype: torch.dtype,
     channels_last: bool,
-    int8: nn.Module,
+    int8: Callable[[], Callable[[torch.Tensor], object]],
     cache: Path | None = None,
     converted: object | None = None,
+    int8_name: str = "int8",
 ) -> tuple[bool, str]:
-    """Whether the int8 model (one the user allowed auto to use) beats the float one here, and
-    why. The float one runs as chosen: through torch, or OpenVINO's ``converted`` network."""
+    """Whether the int8 network (one the user allowed auto to use; ``int8`` makes it runnable,
+    when it is to be timed) beats the float one here, and why. The float one runs as chosen:
+    through torch, or OpenVINO's ``converted`` network."""
     name = "bf16" if dtype == torch.bfloat16 else "fp32"
     if converted is not None:
         from .openvino_backend import version
@@ -229,11 +233,40 @@ def int8_faster(
 
         return OpenVINONet(converted, dtype)
 
-    entry = f"{key(float_model, channels_last)}, int8 against {name}"
-    times, when = _measured(entry, lambda: time_int8(float_run(), channels_last, int8), cache)
+    entry = f"{key(float_model, channels_last)}, {int8_name} against {name}"
+    times, when = _measured(entry, lambda: time_int8(float_run(), channels_last, int8()), cache)
     ratio = times["int8"] / times["float"] if times["float"] > 0 else 1.0
     verb = "takes" if ratio < MARGIN else "would take"
     return (
         ratio < MARGIN,
-        f"auto: int8 (allowed by mimo quantize --auto) {verb} {ratio:.2f}x the time of {name} ({when})",
+        f"auto: {int8_name} (allowed by mimo quantize --auto) {verb} {ratio:.2f}x the time of {name} ({when})",
+    )
+
+
+def int8_backend(
+    float_model: nn.Module,
+    channels_last: bool,
+    torch_int8: nn.Module,
+    openvino_int8: Callable[[], Callable[[torch.Tensor], object]],
+    cache: Path | None = None,
+) -> tuple[str, str]:
+    """torch or openvino for --precision int8 (backend auto), by timing the two int8 networks once
+    on a SIZE x SIZE image (cached as the other measurements are), and why: OpenVINO's replaces
+    torch's only when it takes less than MARGIN of its time."""
+    from .openvino_backend import version
+
+    def measure() -> dict[str, float]:
+        x = torch.rand(1, 3, SIZE, SIZE)
+        ov = openvino_int8()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="All inputs of this cat operator")
+            return {"torch": best_time(lambda: torch_int8(x), REPEAT), "openvino": best_time(lambda: ov(x), REPEAT)}
+
+    entry = f"{key(float_model, channels_last)}, int8 against OpenVINO {version()} int8"
+    times, when = _measured(entry, measure, cache, ("torch", "openvino"))
+    ratio = times["openvino"] / times["torch"] if times["torch"] > 0 else 1.0
+    verb = "takes" if ratio < MARGIN else "would take"
+    return (
+        "openvino" if ratio < MARGIN else "torch",
+        f"auto: OpenVINO int8 {verb} {ratio:.2f}x the time of int8 on this CPU ({when})",
     )

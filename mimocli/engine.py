@@ -119,13 +119,14 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
         and ovb.supports(model)
     ):
         backends = ("torch", "openvino")
-    made: list[tuple[object, str]] = []
+    from .cache import side_cache
 
-    def converted() -> object:  # the OpenVINO model, loaded or converted only when needed
+    ov_folder = side_cache("openvino", cache_dir)
+    made: list[tuple[object, str]] = []  # the OpenVINO model the run uses (float or int8), and how it was had
+
+    def converted() -> object:  # the float OpenVINO model, loaded or converted only when needed
         if not made:
-            from .cache import side_cache
-
-            made.append(ovb.converted_for(model, side_cache("openvino", cache_dir)))
+            made.append(ovb.converted_for(model, ov_folder))
         return made[0][0]
 
     backend = backends[0]
@@ -148,26 +149,60 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
         else:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precisions[0]]
         if settings.precision == "auto" and settings.compile is not True:
+            # int8 where the user allowed it (mimo quantize --auto): OpenVINO's beside OpenVINO's
+            # float network, torch's beside torch's.
             from .calibrate import int8_faster
             from .quantize import allowed_int8, cache_folder
 
-            if (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
-                timed = copy.deepcopy(model).eval()
-                if channels_last:
-                    timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-                on = converted() if backend == "openvino" else None
-                faster, why = int8_faster(timed, dtype, channels_last, allowed, cache_file(cache_dir), on)
+            timed = copy.deepcopy(model).eval()
+            if channels_last:
+                timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            if backend == "openvino" and (ov_int8 := ovb.allowed_int8(model, ov_folder)) is not None:
+                faster, why = int8_faster(
+                    timed,
+                    dtype,
+                    channels_last,
+                    lambda: ovb.OpenVINONet(ov_int8, torch.qint8),
+                    cache_file(cache_dir),
+                    converted(),
+                    "OpenVINO int8",
+                )
                 if faster:
-                    dtype, int8, reason, backend = torch.qint8, allowed, why, "torch"
+                    dtype, reason, made[:] = torch.qint8, why, [(ov_int8, "OpenVINO int8, calibrated before")]
+            elif backend == "torch" and (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
+                faster, why = int8_faster(timed, dtype, channels_last, lambda: allowed, cache_file(cache_dir))
+                if faster:
+                    dtype, int8, reason = torch.qint8, allowed, why
     elif dtype == torch.qint8:
         if settings.compile is True:
             raise DeviceError("int8 runs eagerly, not compiled", "drop --compile")
         from .quantize import cache_folder, quantized_for
 
-        int8, reason = quantized_for(model, cache=cache_folder(cache_dir))
+        if settings.backend == "openvino":
+            int8_backends: tuple[str, ...] = ("openvino",)
+        elif settings.backend == "auto" and ovb.can_quantize() and ovb.supports(model):
+            int8_backends = ("torch", "openvino")
+        else:
+            int8_backends = ("torch",)
+        if "torch" in int8_backends:
+            int8, reason = quantized_for(model, cache=cache_folder(cache_dir))
+        if "openvino" in int8_backends:
+            made.append(ovb.quantized_for(model, cache=ov_folder))
+        backend = int8_backends[0]
+        if len(int8_backends) > 1:
+            from .calibrate import cache_file, int8_backend
+
+            ov_int8 = made[0][0]
+            assert int8 is not None
+            backend, reason = int8_backend(
+                model, False, int8, lambda: ovb.OpenVINONet(ov_int8, torch.qint8), cache_file(cache_dir)
+            )
+        if backend == "openvino":
+            int8 = None
+            reason = made[0][1] if len(int8_backends) == 1 else f"{reason}; {made[0][1]}"
     if dtype == torch.qint8:
         channels_last = False  # the quantized kernels take NCHW input fastest (measured)
-    if backend == "openvino":
+    if backend == "openvino" and dtype != torch.qint8:
         converted()
         reason = f"{reason}; {made[0][1]}"
     settled = settings.replace(
@@ -239,15 +274,15 @@ class Deblurrer:
         self.output_names: tuple[float | str, ...] = tuple(getattr(model, "output_names", (0.25, 0.5)))
         self.signed = bool(getattr(model, "signed_outputs", False))
         self.int8: nn.Module | None = int8
-        if self.dtype == torch.qint8 and self.int8 is None:  # asked for int8 directly: as settle loads it
-            s = settle(self.model, self.config.replace(precision="int8"))
+        # Backend "auto" is torch until settled (build_deblurrer); "openvino" runs through OpenVINO
+        # (openvino_backend), its model for this precision loaded or made as settle does.
+        self.backend = "openvino" if self.config.backend == "openvino" else "torch"
+        if self.dtype == torch.qint8 and self.int8 is None and self.backend == "torch":
+            s = settle(self.model, self.config.replace(precision="int8", backend="torch"))  # as settle loads it
             self.int8, self.precision_reason = s.int8, s.reason
         if self.dtype == torch.qint8:
             self.channels_last = False  # the quantized kernels take NCHW input fastest (measured)
-        # Backend "auto" is torch until settled (build_deblurrer); "openvino" runs fp32 and bf16
-        # through OpenVINO (openvino_backend), its model loaded or converted as settle does.
-        self.backend = "openvino" if self.config.backend == "openvino" else "torch"
-        self.openvino: object | None = openvino
+        self.openvino: object | None = openvino  # OpenVINO's network for self.dtype (float or int8)
         if self.backend == "openvino" and self.openvino is None:
             s = settle(self.model, self.config)
             self.openvino, self.precision_reason = s.openvino, s.reason
@@ -368,15 +403,18 @@ class Deblurrer:
                     raise
                 self._compiled = None
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running eager", RuntimeWarning, 3)
-        if dtype == torch.qint8 and self.int8 is not None:
-            return _int8_forward(self.int8, x, self.ensemble)
-        if self.backend == "openvino" and dtype in (torch.float32, torch.bfloat16):
+        if self.backend == "openvino":
             net = self._ov.get(dtype)
             if net is None:
-                from .openvino_backend import OpenVINONet
+                from . import openvino_backend as ovb
 
-                net = self._ov[dtype] = OpenVINONet(self.openvino, dtype)
+                network = self.openvino
+                if self.dtype == torch.qint8 and dtype != torch.qint8:  # int8's fp32 redo: the float network
+                    network = ovb.converted_for(self.model)[0]
+                net = self._ov[dtype] = ovb.OpenVINONet(network, dtype)
             return self_ensemble(net, x) if self.ensemble else net(x)
+        if dtype == torch.qint8 and self.int8 is not None:
+            return _int8_forward(self.int8, x, self.ensemble)
         if self._fusable and dtype in fusion.DTYPES:
             net = self._fused.get(dtype)
             if net is None:

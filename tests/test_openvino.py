@@ -274,3 +274,13 @@ def test_mimo_bench_shows_the_openvino_path(tmp_path):
     )
     fast = [x for x in json.loads(r.stdout)["results"] if x["mode"] != "baseline"]
     assert fast and all(x["backend"] in ("torch", "openvino") for x in fast)
+
+
+def test_mimo_env_names_openvino_or_how_to_get_it(monkeypatch):
+    r = run("env", "--json")
+    info = json.loads(r.stdout)["openvino"]
+    assert info["version"] == ovb.version() and isinstance(info["cpu_bf16"], bool)
+    assert f"OpenVINO: {ovb.version()}, bf16 on CPU: " in run("env").stdout
+    monkeypatch.setenv("MIMO_OPENVINO", "0")
+    assert json.loads(run("env", "--json").stdout)["openvino"] is None
+    assert 'OpenVINO: not installed (pip install "mimocli[openvino]"' in run("env").stdout

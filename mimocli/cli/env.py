@@ -51,6 +51,7 @@ def environment() -> dict[str, Any]:
             }
             for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)
         ],
+        "openvino": _openvino(),
         "pyav": av.__version__,
         "ffmpeg": {name: ".".join(map(str, v)) for name, v in av.library_versions.items()},
         "encoders": {name: name in av.codecs_available for name in ENCODERS},
@@ -61,6 +62,16 @@ def environment() -> dict[str, Any]:
         ],
     }
     return info
+
+
+def _openvino() -> dict[str, Any] | None:
+    """OpenVINO's version and whether its CPU plugin runs bf16 here (--backend), or None where it
+    is not installed (or MIMO_OPENVINO=0 turns it off)."""
+    from mimocli import openvino_backend
+
+    if not openvino_backend.available():
+        return None
+    return {"version": openvino_backend.version(), "cpu_bf16": openvino_backend.has_bf16()}
 
 
 def _memory_gb() -> float | None:
@@ -87,6 +98,12 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON instead o
         "devices: cpu"
         + "".join(f", cuda:{i} {g['name']} ({g['memory_gb']} GB)" for i, g in enumerate(info["gpus"]))
         + (", mps" if t["mps_available"] else ""),
+        "OpenVINO: "
+        + (
+            f"{info['openvino']['version']}, bf16 on CPU: {'yes' if info['openvino']['cpu_bf16'] else 'no'}"
+            if info["openvino"]
+            else 'not installed (pip install "mimocli[openvino]" for --backend openvino)'
+        ),
         f"PyAV {info['pyav']}, FFmpeg libavcodec {info['ffmpeg'].get('libavcodec', '?')}",
         "encoders: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["encoders"].items()),
         f"weights cache: {info['cache']}",
