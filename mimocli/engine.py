@@ -83,13 +83,14 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
     """Make the choices ``settings`` leave to "auto" that do not depend on the input, once.
 
     On a CPU, precision "auto" times the model in fp32 and in bf16 where the flags allow bf16,
-    backend "auto" times torch and OpenVINO where OpenVINO is installed (fp32 and bf16 only), and
-    the fastest is used (calibrate.cpu_choice); where the user allowed it (mimo quantize --auto)
-    int8 is timed against that too. The figures are cached beside the weights (``cache_dir``,
-    $MIMO_CACHE_DIR), so a later run on this machine reads them. Precision "int8" loads (or
-    calibrates and caches) the int8 network; backend "openvino" loads (or converts and caches)
-    the OpenVINO model. Tile and compile stay as they are: they depend on the input
-    (Deblurrer.for_run).
+    backend "auto" times torch and OpenVINO where OpenVINO is installed, and the fastest is used
+    (calibrate.cpu_choice); where the user allowed it (mimo quantize --auto) int8 is timed against
+    that too (OpenVINO's beside OpenVINO's float network, torch's beside torch's). The figures are
+    cached beside the weights (``cache_dir``, $MIMO_CACHE_DIR), so a later run on this machine
+    reads them. Precision "int8" loads (or calibrates and caches) the int8 network, torch's or
+    OpenVINO's or, with backend "auto" where NNCF is installed, both, and times them once
+    (calibrate.int8_backend); backend "openvino" loads (or converts and caches) the OpenVINO model.
+    Tile and compile stay as they are: they depend on the input (Deblurrer.for_run).
 
     Raises DeviceError for a device, precision or backend that is not available here.
     """
@@ -105,8 +106,8 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
         ovb.check(model, device, dtype if settings.precision != "auto" else torch.float32)  # auto: fp32 at least
         if settings.compile is True:
             raise DeviceError("OpenVINO compiles the network itself", "drop --compile, or use --backend torch")
-    # The backends this run may choose from: OpenVINO only on the CPU, in fp32 or bf16, for the
-    # networks it converts, and never beside --compile (a torch feature).
+    # The backends a float run may choose from: OpenVINO only on the CPU, for the networks it
+    # converts, and never beside --compile (a torch feature). int8 chooses below.
     backends: tuple[str, ...] = ("torch",)
     if settings.backend == "openvino":
         backends = ("openvino",)
@@ -129,6 +130,10 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
             made.append(ovb.converted_for(model, ov_folder))
         return made[0][0]
 
+    def timed() -> nn.Module:  # a copy in the layout it will run in, made only to be timed
+        copied = copy.deepcopy(model).eval()
+        return copied.to(memory_format=torch.channels_last) if channels_last else copied  # type: ignore[call-overload]
+
     backend = backends[0]
     if device.type == "cpu" and dtype in ovb.HINTS:
         from .calibrate import cache_file, cpu_choice
@@ -140,11 +145,8 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
             # OpenVINO would run bf16 in fp32 here: torch's bf16 against its fp32, or OpenVINO's fp32.
             backends, precisions = (("torch",), precisions) if len(backends) > 1 else (backends, ("fp32",))
         if len(precisions) * len(backends) > 1:
-            timed = copy.deepcopy(model).eval()
-            if channels_last:  # a copy in the layout it will run in, made only to be timed
-                timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             backend, dtype, reason = cpu_choice(
-                timed, channels_last, precisions, backends, converted, cache_file(cache_dir)
+                timed(), channels_last, precisions, backends, converted, cache_file(cache_dir)
             )
         else:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precisions[0]]
@@ -154,12 +156,9 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
             from .calibrate import int8_faster
             from .quantize import allowed_int8, cache_folder
 
-            timed = copy.deepcopy(model).eval()
-            if channels_last:
-                timed = timed.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             if backend == "openvino" and (ov_int8 := ovb.allowed_int8(model, ov_folder)) is not None:
                 faster, why = int8_faster(
-                    timed,
+                    timed(),
                     dtype,
                     channels_last,
                     lambda: ovb.OpenVINONet(ov_int8, torch.qint8),
@@ -170,7 +169,7 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
                 if faster:
                     dtype, reason, made[:] = torch.qint8, why, [(ov_int8, "OpenVINO int8, calibrated before")]
             elif backend == "torch" and (allowed := allowed_int8(model, cache_folder(cache_dir))) is not None:
-                faster, why = int8_faster(timed, dtype, channels_last, lambda: allowed, cache_file(cache_dir))
+                faster, why = int8_faster(timed(), dtype, channels_last, lambda: allowed, cache_file(cache_dir))
                 if faster:
                     dtype, int8, reason = torch.qint8, allowed, why
     elif dtype == torch.qint8:
@@ -387,6 +386,16 @@ class Deblurrer:
                 yield
 
     def _net(self, x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        if self.backend == "openvino":  # NCHW, as OpenVINO takes it
+            net = self._ov.get(dtype)
+            if net is None:
+                from . import openvino_backend as ovb
+
+                network = self.openvino
+                if self.dtype == torch.qint8 and dtype != torch.qint8:  # int8's fp32 redo: the float network
+                    network = ovb.converted_for(self.model)[0]
+                net = self._ov[dtype] = ovb.OpenVINONet(network, dtype)
+            return self_ensemble(net, x) if self.ensemble else net(x.contiguous())
         # Video frames arrive as NHWC views: without channels-last they are made truly NCHW, or
         # the convolutions would follow the input's layout and the switch would change nothing.
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
@@ -403,16 +412,6 @@ class Deblurrer:
                     raise
                 self._compiled = None
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running eager", RuntimeWarning, 3)
-        if self.backend == "openvino":
-            net = self._ov.get(dtype)
-            if net is None:
-                from . import openvino_backend as ovb
-
-                network = self.openvino
-                if self.dtype == torch.qint8 and dtype != torch.qint8:  # int8's fp32 redo: the float network
-                    network = ovb.converted_for(self.model)[0]
-                net = self._ov[dtype] = ovb.OpenVINONet(network, dtype)
-            return self_ensemble(net, x) if self.ensemble else net(x)
         if dtype == torch.qint8 and self.int8 is not None:
             return _int8_forward(self.int8, x, self.ensemble)
         if self._fusable and dtype in fusion.DTYPES:

@@ -202,62 +202,33 @@ def test_the_real_measurement_times_both_backends(tmp_path):
 
 def test_mimo_deblur_backend_openvino_and_its_refusals(tmp_path, tiny_weights, monkeypatch):
     src = write_image(tmp_path / "a.png", photo(40, 52))
-    r = run(
-        "deblur",
-        src,
-        "-o",
-        tmp_path / "ov.png",
-        "-w",
-        tiny_weights,
-        "-d",
-        "cpu",
-        "-p",
-        "fp32",
-        "--backend",
-        "openvino",
-        "--json",
-    )
+
+    def deblur(to: str, *args: str):  # type: ignore[no-untyped-def]
+        return run("deblur", src, "-o", tmp_path / to, "-w", tiny_weights, "-d", "cpu", *args)
+
+    r = deblur("ov.png", "-p", "fp32", "--backend", "openvino", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["backend"] == "openvino"
-    v = run(
-        "deblur",
-        src,
-        "-o",
-        tmp_path / "v.png",
-        "-w",
-        tiny_weights,
-        "-d",
-        "cpu",
-        "-p",
-        "fp32",
-        "--backend",
-        "openvino",
-        "-v",
-    )
+    v = deblur("v.png", "-p", "fp32", "--backend", "openvino", "-v")
     assert v.exit_code == 0 and "OpenVINO, converted before" in flat(v.output) and "backend: openvino" in v.output
-    t = run(
-        "deblur", src, "-o", tmp_path / "torch.png", "-w", tiny_weights, "-d", "cpu", "-p", "fp32", "--backend", "torch"
-    )
+    t = deblur("torch.png", "-p", "fp32", "--backend", "torch")
     assert t.exit_code == 0, t.output
     assert _psnr(read_image(tmp_path / "ov.png").pixels, read_image(tmp_path / "torch.png").pixels) > 50
     for args, said in (
         (("-p", "fp16"), "the OpenVINO backend runs fp32, bf16 and int8, not fp16 (use --backend torch)"),
         (("-p", "fp32", "--compile"), "OpenVINO compiles the network itself"),
     ):
-        r = run(
-            "deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "-d", "cpu", "--backend", "openvino", *args
-        )
+        r = deblur("x.png", "--backend", "openvino", *args)
         assert r.exit_code != 0 and said in flat(r.output), r.output
     # int8 with --compile was a traceback (a ValueError); now one line too.
-    r = run("deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "-d", "cpu", "-p", "int8", "--compile")
+    r = deblur("x.png", "-p", "int8", "--compile")
     assert r.exit_code == 1 and "int8 runs eagerly, not compiled (drop --compile)" in flat(r.output), r.output
-    r = run("deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "--backend", "nope")
+    r = deblur("x.png", "--backend", "nope")
     assert r.exit_code == 2 and "use one of auto, torch, openvino" in flat(r.output)
     monkeypatch.setenv("MIMO_OPENVINO", "0")
-    r = run("deblur", src, "-o", tmp_path / "x.png", "-w", tiny_weights, "-d", "cpu", "--backend", "openvino")
-    assert r.exit_code == 1 and 'the OpenVINO backend is not installed (pip install "mimocli[openvino]"' in flat(
-        r.output
-    )
+    r = deblur("x.png", "--backend", "openvino")
+    said = 'the OpenVINO backend is not installed (pip install "mimocli[openvino]", or use --backend torch)'
+    assert r.exit_code == 1 and said in flat(r.output), r.output
     assert not (tmp_path / "x.png").exists()
 
 
