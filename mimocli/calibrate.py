@@ -253,7 +253,7 @@ def int8_backend(
     """torch or openvino for --precision int8 (backend auto), by timing the two int8 networks once
     on a SIZE x SIZE image (cached as the other measurements are), and why: OpenVINO's replaces
     torch's only when it takes less than MARGIN of its time."""
-    from .openvino_backend import version
+    from .openvino_backend import INT8_RECIPE, version
 
     def measure() -> dict[str, float]:
         x = torch.rand(1, 3, SIZE, SIZE)
@@ -262,7 +262,7 @@ def int8_backend(
             warnings.filterwarnings("ignore", message="All inputs of this cat operator")
             return {"torch": best_time(lambda: torch_int8(x), REPEAT), "openvino": best_time(lambda: ov(x), REPEAT)}
 
-    entry = f"{key(float_model, channels_last)}, int8 against OpenVINO {version()} int8"
+    entry = f"{key(float_model, channels_last)}, int8 against OpenVINO {version()} int8 ({INT8_RECIPE})"
     times, when = _measured(entry, measure, cache, ("torch", "openvino"))
     ratio = times["openvino"] / times["torch"] if times["torch"] > 0 else 1.0
     verb = "takes" if ratio < MARGIN else "would take"

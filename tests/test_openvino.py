@@ -275,7 +275,7 @@ def test_int8_on_openvino_is_calibrated_once_and_chosen_against_torch_by_measure
     exact = Deblurrer(model, device="cpu", precision="fp32", backend="torch")(img).image
     assert _psnr(d(img).image, exact) > 35
     # --backend auto: the two int8 networks timed once (here: the cached figures, both ways).
-    entry = f"{calibrate.key(model, False)}, int8 against OpenVINO {ovb.version()} int8"
+    entry = f"{calibrate.key(model, False)}, int8 against OpenVINO {ovb.version()} int8 ({ovb.INT8_RECIPE})"
     measurements = tmp_path / "precision.json"
     auto = asked.replace(backend="auto")
     for times, chosen in (({"torch": 1.0, "openvino": 0.5}, "openvino"), ({"torch": 1.0, "openvino": 0.99}, "torch")):
@@ -327,3 +327,16 @@ def test_openvino_int8_quality_on_the_real_pairs(shared, tmp_path):
         assert abs(a.psnr - b.psnr) < 0.1, (pair.name, a.psnr, b.psnr)
         blur = read_image(pair.blur).pixels
         assert _psnr(int8(blur).image, fp32(blur).image) >= 40, pair.name
+
+
+def test_the_network_is_compiled_once_per_shape_and_each_shape_gives_what_a_fresh_one_gives():
+    converted = ovb.convert(tiny_model())
+    net = ovb.OpenVINONet(converted, torch.float32)
+    a, b = torch.rand(1, 3, 32, 48), torch.rand(2, 3, 40, 40)
+    first = net(a)
+    assert [o.shape[0] for o in net(b)] == [2, 2, 2] and len(net._compiled) == 2
+    again, fresh = net(a), ovb.OpenVINONet(converted, torch.float32)(a)
+    assert all(torch.equal(p, q) and torch.equal(p, r) for p, q, r in zip(first, again, fresh, strict=True))
+    for i in range(6):
+        net(torch.rand(1, 3, 16 + 4 * i, 16))
+    assert len(net._compiled) == net.SHAPES  # the least recently used go
