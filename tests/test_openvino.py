@@ -211,6 +211,7 @@ def test_mimo_deblur_backend_openvino_and_its_refusals(tmp_path, tiny_weights, m
     assert json.loads(r.stdout)["backend"] == "openvino"
     v = deblur("v.png", "-p", "fp32", "--backend", "openvino", "-v")
     assert v.exit_code == 0 and "OpenVINO, converted before" in flat(v.output) and "backend: openvino" in v.output
+    assert "channels-last" not in v.output  # a torch switch, meaningless here
     t = deblur("torch.png", "-p", "fp32", "--backend", "torch")
     assert t.exit_code == 0, t.output
     assert _psnr(read_image(tmp_path / "ov.png").pixels, read_image(tmp_path / "torch.png").pixels) > 50

@@ -57,10 +57,11 @@ def make_deblurrer(
         tile_text = "auto (fits free memory)" if d.tile is None else f"{d.tile} px" if d.tile else "none (whole images)"
         name = "" if loaded.name == str(loaded.path) else f"{loaded.name}, "
         say(f"weights: {name}{loaded.path}, sha256 {loaded.sha256}, {held(loaded.model).shape()}")
+        # channels-last and compile are torch's switches: OpenVINO keeps its own layout and compiles by itself
+        switches = f"channels-last: {'on' if d.channels_last else 'off'}, compile: {d.compile}, "
         say(
             f"device: {d.device}, precision: {d.settings['precision']} ({d.precision_reason}), "
-            f"backend: {d.backend}, channels-last: "
-            f"{'on' if d.channels_last else 'off'}, compile: {d.compile}, threads: {torch.get_num_threads()}, "
+            f"backend: {d.backend}, {switches if d.backend == 'torch' else ''}threads: {torch.get_num_threads()}, "
             f"tile: {tile_text}, overlap {d.tile_overlap} px{', ensemble of 8' if d.ensemble else ''}"
         )
     return d, loaded
