@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .atomic import write_bytes_atomic
+from .device import DTYPES
 from .timing import best_time
 
 SIZE = 256  # the square the model is timed on: big enough to be in the convolutions' regime
@@ -91,7 +92,7 @@ def time_openvino(converted: object, precisions: tuple[str, ...]) -> dict[str, f
     x = torch.rand(1, 3, SIZE, SIZE)
     times = {}
     for name in precisions:
-        net = OpenVINONet(converted, {"fp32": torch.float32, "bf16": torch.bfloat16}[name])
+        net = OpenVINONet(converted, DTYPES[name])
         times[name] = best_time(lambda net=net: net(x), REPEAT)  # type: ignore[misc]
     return times
 
@@ -145,7 +146,7 @@ def cpu_choice(
         return BACKEND_NAMES[c[0]] + c[1]
 
     reason = f"auto: {name(other)} {verb} {ratio:.2f}x the time of {name(first)} on this CPU ({said})"
-    return chosen[0], {"fp32": torch.float32, "bf16": torch.bfloat16}[chosen[1]], reason
+    return chosen[0], DTYPES[chosen[1]], reason
 
 
 def cpu_precision(model: nn.Module, channels_last: bool, cache: Path | None = None) -> tuple[torch.dtype, str]:

@@ -22,6 +22,7 @@ from . import fusion
 from .arch import self_ensemble
 from .device import (
     COMPILE_MIN_PIXELS,
+    DTYPES,
     MIN_TILE,
     choose_tile,
     compile_model,
@@ -149,7 +150,7 @@ def settle(model: nn.Module, settings: RunSettings, cache_dir: str | os.PathLike
                 timed(), channels_last, precisions, backends, converted, cache_file(cache_dir)
             )
         else:
-            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precisions[0]]
+            dtype = DTYPES[precisions[0]]
         if settings.precision == "auto" and settings.compile is not True:
             # int8 where the user allowed it (mimo quantize --auto): OpenVINO's beside OpenVINO's
             # float network, torch's beside torch's.

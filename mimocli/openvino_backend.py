@@ -1,4 +1,4 @@
-"""OpenVINO as a second backend on the CPU (the ``openvino`` extra), for fp32 and bf16.
+"""OpenVINO as a second backend on the CPU (the ``openvino`` extra): fp32, bf16 and int8.
 
 Measured side by side (benchmarks/runtimes.py, 2-core Xeon with AMX, MIMO-UNet at 1280x720),
 OpenVINO runs the same network faster than oneDNN through PyTorch can be made to: it keeps one
@@ -6,13 +6,14 @@ blocked layout from the first layer to the last and fuses every bias, ReLU and r
 its convolutions. So where it is installed, the network is converted from our own model (the
 float weights, as loaded; nothing downloaded), kept in the weights cache as OpenVINO IR keyed by
 the weights' sha256, OpenVINO's and torch's versions and RECIPE, and run by it wherever the run's
-one measurement (mimocli.calibrate.cpu_choice) finds it faster than torch. The torch path stays
-the default where it is not installed, on GPUs, for int8 and for other networks.
+one measurement (mimocli.calibrate.cpu_choice, int8_backend) finds it faster than torch. Its int8
+network is NNCF's post-training quantization of that IR (quantized_for). The torch path stays the
+default where it is not installed, on GPUs and for other networks.
 
 The IR holds the weights in fp32 (not OpenVINO's default fp16 compression), with the input's
-batch, height and width left open: one compiled network serves every size (measured as fast as
-one compiled for the frame's size). MIMO_OPENVINO=0 makes mimocli act as if it were not
-installed (the tests pin it, and let it through where they test it).
+batch, height and width left open; OpenVINONet compiles it once per input shape.
+MIMO_OPENVINO=0 makes mimocli act as if it were not installed (the tests pin it, and let it
+through where they test it).
 """
 
 from __future__ import annotations
@@ -190,10 +191,11 @@ def load(folder: Path, key: str, float_sha256: str, recipe: str = RECIPE) -> Any
         return None
 
 
-def converted_for(model: nn.Module, cache: Path | None = None) -> tuple[Any, str]:
-    """The OpenVINO model for ``model``'s weights: from the cache, or converted now and cached
-    (best effort: a read-only cache converts again next time); and a line that says which."""
-    sha = state_sha256(model)
+def converted_for(model: nn.Module, cache: Path | None = None, sha: str | None = None) -> tuple[Any, str]:
+    """The OpenVINO model for ``model``'s weights (``sha``: their state_sha256, where the caller
+    has it): from the cache, or converted now and cached (best effort: a read-only cache converts
+    again next time); and a line that says which."""
+    sha = sha or state_sha256(model)
     folder = cache or cache_folder()
     key = cache_key(sha)
     if (found := load(folder, key, sha)) is not None:
@@ -343,7 +345,7 @@ def quantized_for(
     if images is None:
         images, names = calibration_images()
     names = names or [f"image {i + 1}" for i in range(len(images))]
-    quantized = quantize(converted_for(model, folder)[0], images)
+    quantized = quantize(converted_for(model, folder, sha)[0], images)
     with contextlib.suppress(OSError):
         save(quantized, folder, key, sha, INT8_RECIPE, calibrated_on=names, auto=auto)
     return quantized, f"OpenVINO int8, calibrated now on {', '.join(names)}"
@@ -352,16 +354,11 @@ def quantized_for(
 def allowed_int8(model: nn.Module, cache: Path | None = None) -> Any | None:
     """The OpenVINO int8 network of these weights if one is stored and the user let --precision
     auto use it (mimo quantize --auto); else None. Reads only small records when there is none."""
+    from .quantize import allows_auto
+
     folder = cache or cache_folder()
-    if not can_quantize() or not any(_allows_auto(r) for r in folder.glob("*-int8.json")):
+    if not can_quantize() or not any(allows_auto(r) for r in folder.glob("*-int8.json")):
         return None
     sha = state_sha256(model)
     key = int8_key(sha)
-    return load(folder, key, sha, INT8_RECIPE) if _allows_auto(folder / f"{key}.json") else None
-
-
-def _allows_auto(record: Path) -> bool:
-    try:
-        return json.loads(record.read_text()).get("auto") is True
-    except (OSError, ValueError, AttributeError):
-        return False
+    return load(folder, key, sha, INT8_RECIPE) if allows_auto(folder / f"{key}.json") else None

@@ -200,14 +200,16 @@ def allowed_int8(model: nn.Module, cache: Path | None = None) -> nn.Module | Non
     """The int8 model of these weights if one is stored and the user let --precision auto use
     it (mimo quantize --auto); else None. Reads only a small record when there is none."""
     folder = cache or cache_folder()
-    if not any(_allows_auto(record) for record in folder.glob("*.json")):
+    if not any(allows_auto(record) for record in folder.glob("*.json")):
         return None  # the common case, and cheap: no weights hashed on every Deblurrer
     sha = state_sha256(model)
     path = folder / f"{cache_key(sha)}.pt"
-    return load(model, path, sha) if _allows_auto(path.with_suffix(".json")) else None
+    return load(model, path, sha) if allows_auto(path.with_suffix(".json")) else None
 
 
-def _allows_auto(record: Path) -> bool:
+def allows_auto(record: Path) -> bool:
+    """Whether the int8 model's record (its .json) says --precision auto may use it (mimo
+    quantize --auto): torch's and OpenVINO's int8 records alike."""
     try:
         return json.loads(record.read_text()).get("auto") is True
     except (OSError, ValueError, AttributeError):
