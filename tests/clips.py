@@ -64,6 +64,7 @@ def make_clip(
     chapters: list[tuple[float, float, str]] | None = None,
     timecode: str | None = None,
     attachment: bool = False,
+    brand: str | None = None,
 ) -> Path:
     """A clip of ``frames`` frames; with ``vfr`` every third frame lasts twice as long; ``sar``:
     the sample aspect ratio; ``fmt``: the container (e.g. "h264", a raw elementary stream);
@@ -71,10 +72,11 @@ def make_clip(
     end, title) in seconds, as `ffmpeg -map_chapters` writes them (in MP4/MOV a text chapter
     track, which FFmpeg reads back as a data stream and as the chapters); ``timecode``: as
     `ffmpeg -timecode` writes it (in MOV/MP4 a tmcd data stream); ``attachment``: a font
-    attached, as Matroska files with styled subtitles carry one."""
+    attached, as Matroska files with styled subtitles carry one. ``brand``: an MP4/MOV's major
+    brand (the muxer's ``brand`` option), as a camera or phone writes its own."""
     w, h = size
     tb = Fraction(1, fps * 512)
-    with av.open(str(path), "w", format=fmt) as out:
+    with av.open(str(path), "w", format=fmt, options={"brand": brand} if brand else {}) as out:
         if title:
             out.metadata["title"] = title
         v = out.add_stream(codec, rate=fps)

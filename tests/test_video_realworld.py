@@ -249,15 +249,7 @@ def test_transparency_is_never_dropped_in_silence(tmp_path, weights):
 
 
 def test_the_mp4_brand_is_kept(tmp_path, weights):
-    src = tmp_path / "phone.mp4"
-    with av.open(str(src), "w", options={"brand": "mp42"}) as out:
-        v = out.add_stream("libx264", rate=24)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(picture(i, 48, 64), format="rgb24")
-            f.pts = i
-            out.mux(v.encode(f))
-        out.mux(v.encode())
+    src = make_clip(tmp_path / "phone.mp4", frames=3, audio=None, brand="mp42")
     r = run("video", src, tmp_path / "o.mp4", "-w", weights, "--quiet")
     assert r.exit_code == 0, r.output
     with av.open(str(tmp_path / "o.mp4")) as c:

@@ -262,17 +262,7 @@ def test_the_major_brand_and_its_minor_version_are_kept(tmp_path, weights, suffi
     or 0); the compatible brands stay the muxer's, which say what the written file conforms to."""
     import struct
 
-    src = tmp_path / f"cam{suffix}"
-    with av.open(str(src), "w", options={"brand": "mp42"}) as out:
-        v = out.add_stream("libx264", rate=24)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        from .clips import picture
-
-        for i in range(4):
-            f = av.VideoFrame.from_ndarray(picture(i, 48, 64), format="rgb24")
-            f.pts = i
-            out.mux(v.encode(f))
-        out.mux(v.encode())
+    src = make_clip(tmp_path / f"cam{suffix}", frames=4, audio=None, brand="mp42")
     data = bytearray(src.read_bytes())
     data[12:16] = struct.pack(">I", 1)
     src.write_bytes(bytes(data))
